@@ -1,0 +1,1 @@
+"""Apps built on trained checkpoints (the Gradio demo comes with the inference issue)."""

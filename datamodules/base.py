@@ -1,0 +1,218 @@
+"""What every zoo data module shares: the data config, the RAM cache, the loaders."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.images import image_nbytes, load_image
+from datamodules.transforms import Augment, eval_transform, train_transform
+from zoo.errors import ZooError
+
+
+@dataclass
+class Split:
+    """One split: either decoded images (uint8 (H, W, C) arrays) or file paths, with labels."""
+
+    items: list  # list[np.ndarray] | list[Path]
+    labels: np.ndarray  # (N,) int64
+
+
+class ImageDataset(Dataset):
+    """Images held in RAM or read from disk on access, each run through an albumentations pipeline."""
+
+    def __init__(self, split: Split, transform, channels: int) -> None:
+        self.split = split
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = self.split.items[index]
+        image = item if isinstance(item, np.ndarray) else load_image(item, self.channels)
+        return self.transform(image=image)["image"], int(self.split.labels[index])  # (C, H, W) uint8
+
+
+def default_num_workers() -> int:
+    """Loader workers from the machine: leave one core to the training process, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def _total_ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Base class: subclasses say where the images are (`class_names`, `_find_splits`).
+
+    Args:
+        image_size: side of the square images the model sees.
+        channels: 1 (grayscale) or 3 (RGB); images are converted on load.
+        mean: per-channel mean of [0, 1] pixels used by the model to normalise; None = 0.5 each.
+        std: per-channel std, as `mean`; None = 0.5 each.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes; None = one fewer than the cores (at most 8).
+        augment: training augmentation preset: none, light (pad-crop + flip), standard (RRC + jitter).
+        cache_gb: decoded images are kept in RAM when they fit in this many GiB;
+            None = a fifth of the machine's RAM, 0 = never.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        channels: int = 3,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        augment: Augment = "light",
+        cache_gb: float | None = None,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ZooError(f"--data.channels must be 1 or 3, got {channels}")
+        if image_size < 8:
+            raise ZooError(f"--data.image_size must be at least 8, got {image_size}")
+        self.image_size = image_size
+        self.channels = channels
+        self.mean = list(mean) if mean is not None else [0.5] * channels
+        self.std = list(std) if std is not None else [0.5] * channels
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            if len(value) != channels:
+                raise ZooError(f"--data.{name} needs {channels} values (one per channel), got {value}")
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.augment = augment
+        self.cache_bytes = _total_ram() // 5 if cache_gb is None else int(cache_gb * 2**30)
+        self.splits: dict[str, Split] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _find_splits(self) -> dict[str, Split]:
+        """All splits this source has ("train", "val", optionally "test"), not yet decoded."""
+        raise NotImplementedError
+
+    # --- the data config, linked into the model so every checkpoint carries it ---------------
+    @property
+    def data_config(self) -> dict:
+        return {
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+    @property
+    def run_dir(self) -> Path | None:
+        """Where this run writes its files (the trainer's root dir), None outside a trainer."""
+        trainer = getattr(self, "_trainer", None)
+        return Path(trainer.default_root_dir) if trainer is not None else None
+
+    def setup(self, stage: str) -> None:
+        if not self.splits:
+            self.splits = self._find_splits()
+            self._load_into_ram()
+
+    def _load_into_ram(self) -> None:
+        """Decode every file once: bad files are found now, and small data sets stay in RAM."""
+        path_splits = {
+            k: s for k, s in self.splits.items() if s.items and not isinstance(s.items[0], np.ndarray)
+        }
+        if not path_splits:
+            return
+        all_paths = [p for s in path_splits.values() for p in s.items]
+        try:
+            need = sum(image_nbytes(p, self.channels) for p in all_paths)
+        except Exception:  # an unreadable header: the decode pass below reports it
+            need = self.cache_bytes + 1
+        keep = need <= self.cache_bytes
+
+        def decode(path: Path):
+            try:
+                image = load_image(path, self.channels)
+                return (image if keep else path), None
+            except Exception as err:  # any decoder error means "this file is broken"
+                return None, f"{path}: {type(err).__name__}: {err}"
+
+        # Pillow releases the GIL while decoding, so threads give real parallelism here.
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers + 1)) as pool:
+            results = list(pool.map(decode, all_paths))
+        bad = [msg for _, msg in results if msg]
+        if bad:
+            self._report_bad_files(bad)
+        it = iter(results)
+        for name, split in path_splits.items():
+            pairs = [(next(it)[0], label) for label in split.labels]
+            good = [(item, label) for item, label in pairs if item is not None]
+            self.splits[name] = Split(
+                [i for i, _ in good], np.asarray([lbl for _, lbl in good], dtype=np.int64)
+            )
+        for name, split in self.splits.items():
+            if name == "train" and len(split.labels) == 0:
+                raise ZooError("no decodable training images left after removing broken files")
+
+    def _report_bad_files(self, bad: list[str]) -> None:
+        where = ""
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "bad_files.txt").write_text("\n".join(bad) + "\n")
+            where = f" (list saved to {self.run_dir / 'bad_files.txt'})"
+        if getattr(self, "strict", False):
+            raise ZooError(
+                f"{len(bad)} image file(s) cannot be decoded, e.g. {bad[0]}{where}; "
+                "fix or remove them, or drop --data.strict to skip them"
+            )
+        shown = "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
+        warnings.warn(
+            f"skipping {len(bad)} image file(s) that cannot be decoded{where}:\n  {shown}", stacklevel=2
+        )
+
+    # --- loaders -----------------------------------------------------------------------------
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.splits:
+            raise ZooError(f"this data set has no {split!r} split; {self._missing_split_hint(split)}")
+        transform = (
+            train_transform(self.image_size, self.channels, self.augment)
+            if train
+            else eval_transform(self.image_size)
+        )
+        dataset = ImageDataset(self.splits[split], transform, self.channels)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _missing_split_hint(self, split: str) -> str:
+        return "use a data set that has one"
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test" if "test" in self.splits else "val", train=False)

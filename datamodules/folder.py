@@ -1,0 +1,173 @@
+"""Image folders: `ROOT/<class>/*` (zoo splits it) or `ROOT/{train,val[,test]}/<class>/*`."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.base import ImageClassificationDataModule, Split
+from datamodules.images import IMG_EXTENSIONS, list_images
+from datamodules.transforms import Augment
+from zoo.errors import ZooError
+
+VAL_NAMES = ("val", "valid", "validation")
+SAMPLE_NAME = "fashion_mnist_small"
+
+
+def sample_root() -> Path:
+    """The bundled sample: a small image-folder cut of Fashion-MNIST shipped inside the package."""
+    return Path(str(resources.files("datamodules") / "samples" / SAMPLE_NAME))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_classes(
+    folder: Path, class_names: list[str] | None = None
+) -> tuple[list[str], dict[str, list[Path]]]:
+    """Class sub-folders of `folder` and their images; errors name the empty or missing path."""
+    dirs = _class_dirs(folder)
+    if not dirs:
+        raise ZooError(
+            f"no class sub-folders in {folder}; expected {folder}/<class_name>/<images> "
+            f"(or {folder}/train/<class_name>/... and {folder}/val/<class_name>/...)"
+        )
+    names = [d.name for d in dirs]
+    if class_names is not None and names != class_names:
+        extra = sorted(set(names) - set(class_names))
+        missing = sorted(set(class_names) - set(names))
+        raise ZooError(
+            f"classes in {folder} differ from the training classes (extra: {extra}, missing: {missing}); "
+            "every split needs the same class sub-folders"
+        )
+    files = {}
+    for d in dirs:
+        files[d.name] = list_images(d)
+        if not files[d.name]:
+            raise ZooError(
+                f"class folder {d} has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+            )
+    return names, files
+
+
+def _as_split(files: dict[str, list[Path]], class_names: list[str]) -> Split:
+    items, labels = [], []
+    for idx, name in enumerate(class_names):
+        items += files[name]
+        labels += [idx] * len(files[name])
+    return Split(items, np.asarray(labels, dtype=np.int64))
+
+
+def stratified_split(
+    files: dict[str, list[Path]], class_names: list[str], val_fraction: float, seed: int
+) -> tuple[Split, Split]:
+    """Per-class seeded shuffle; each class gives round(n * val_fraction) images (>= 1) to val."""
+    rng = np.random.default_rng(seed)
+    train: dict[str, list[Path]] = {}
+    val: dict[str, list[Path]] = {}
+    for name in class_names:
+        paths = files[name]
+        if len(paths) < 2:
+            raise ZooError(
+                f"class {name!r} has only {len(paths)} image; a train/val split needs at least 2 per class"
+            )
+        order = rng.permutation(len(paths))
+        n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
+        val[name] = sorted(paths[i] for i in order[:n_val])
+        train[name] = sorted(paths[i] for i in order[n_val:])
+    return _as_split(train, class_names), _as_split(val, class_names)
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Your own images, one sub-folder per class; class names are the sorted sub-folder names.
+
+    Args:
+        root: the image folder; None = the bundled Fashion-MNIST sample.
+        val_fraction: share of each class held out for validation when ROOT has no val/ folder.
+        split_seed: seed of that split (kept apart from the training seed so the split is stable).
+        strict: fail on files that cannot be decoded instead of skipping them with a warning.
+        image_size: see ImageClassificationDataModule (as are the remaining arguments).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        val_fraction: float = 0.2,
+        split_seed: int = 42,
+        strict: bool = False,
+        image_size: int = 224,
+        channels: int = 3,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        augment: Augment = "light",
+        cache_gb: float | None = None,
+    ) -> None:
+        super().__init__(image_size, channels, mean, std, batch_size, num_workers, augment, cache_gb)
+        if not 0.0 < val_fraction < 1.0:
+            raise ZooError(f"--data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        self.root = Path(root).expanduser() if root is not None else sample_root()
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.strict = strict
+        if not self.root.exists():
+            raise ZooError(
+                f"data folder {self.root} does not exist; pass --data.root PATH to your image folder"
+            )
+        if not self.root.is_dir():
+            raise ZooError(
+                f"--data.root {self.root} is a file; pass the folder that holds the class sub-folders"
+            )
+        self.layout = self._detect_layout()
+        names, _ = _scan_classes(self.layout["train"])
+        self._class_names = names
+
+    def _detect_layout(self) -> dict[str, Path]:
+        """Which sub-folders are splits: train/ + val|valid|validation/ (+ test/), or none."""
+        sub = {p.name.lower(): p for p in self.root.iterdir() if p.is_dir()}
+        if "train" not in sub:
+            return {"train": self.root}
+        layout = {"train": sub["train"]}
+        for name in VAL_NAMES:
+            if name in sub:
+                layout["val"] = sub[name]
+                break
+        if "test" in sub:
+            layout["test"] = sub["test"]
+        return layout
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._class_names
+
+    def _find_splits(self) -> dict[str, Split]:
+        names, train_files = _scan_classes(self.layout["train"])
+        splits = {}
+        if "val" in self.layout:
+            splits["train"] = _as_split(train_files, names)
+            splits["val"] = _as_split(_scan_classes(self.layout["val"], names)[1], names)
+        else:
+            splits["train"], splits["val"] = stratified_split(
+                train_files, names, self.val_fraction, self.split_seed
+            )
+            self._save_split_lists(splits, names)
+        if "test" in self.layout:
+            splits["test"] = _as_split(_scan_classes(self.layout["test"], names)[1], names)
+        return splits
+
+    def _save_split_lists(self, splits: dict[str, Split], names: list[str]) -> None:
+        """Write the split zoo made (path<TAB>class per line) so a run can be audited or repeated."""
+        if self.run_dir is None:
+            return
+        out = self.run_dir / "splits"
+        out.mkdir(parents=True, exist_ok=True)
+        for split_name, split in splits.items():
+            lines = [f"{p.relative_to(self.root)}\t{names[y]}" for p, y in zip(split.items, split.labels, strict=True)]
+            (out / f"{split_name}.txt").write_text("\n".join(lines) + "\n")
+
+    def _missing_split_hint(self, split: str) -> str:
+        return f"add {self.root}/test/<class_name>/... next to train/ and val/, or run `zoo validate` instead"

@@ -1,0 +1,345 @@
+"""The classification system (loss, metrics, optimiser, schedule, logging) and its three families."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import zoo
+from zoo.errors import ZooError
+from zoo.nets import CNN, MLP
+from zoo.registry import register
+from zoo.weights import create_timm_net, load_weights
+
+Optimizer = Literal["adamw", "sgd"]
+Scheduler = Literal["onecycle", "cosine", "constant"]
+
+
+def _metrics(num_classes: int, prefix: str) -> torchmetrics.MetricCollection:
+    metrics: dict[str, torchmetrics.Metric] = {
+        "acc": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
+        "f1": torchmetrics.classification.MulticlassF1Score(num_classes, average="macro"),
+    }
+    if num_classes >= 6:
+        metrics["acc_top5"] = torchmetrics.classification.MulticlassAccuracy(
+            num_classes, top_k=5, average="micro"
+        )
+    return torchmetrics.MetricCollection(metrics, prefix=prefix)
+
+
+class ImageClassifier(L.LightningModule):
+    """Shared system of every zoo model; subclasses only build `self.net` (a plain nn.Module).
+
+    The data config (class names, image size, channels, mean, std) is linked in from the data
+    module by the CLI and saved as plain hyperparameters, so a checkpoint is enough to predict.
+    `forward` takes images scaled to [0, 1] (B, C, H, W) and normalises them itself.
+
+    Args:
+        class_names: class names in label order (linked from the data module).
+        image_size: input side in pixels (linked).
+        channels: input channels (linked).
+        mean: per-channel normalisation mean of [0, 1] pixels (linked).
+        std: per-channel normalisation std (linked).
+        lr: peak learning rate, or "auto" to run the LR finder first (zoo fit only).
+        weight_decay: decoupled weight decay (not applied to biases and norm layers).
+        optimizer: "adamw" or "sgd" (Nesterov momentum).
+        momentum: SGD momentum.
+        scheduler: "onecycle", "cosine" (linear warm-up then cosine decay) or "constant"; stepped per batch.
+        warmup_pct: share of all steps spent warming up (one-cycle's pct_start).
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    family = "base"
+
+    def __init__(
+        self,
+        class_names: list[str] | None = None,
+        image_size: int = 224,
+        channels: int = 3,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        lr: float | Literal["auto"] = 1e-3,
+        weight_decay: float = 0.01,
+        optimizer: Optimizer = "adamw",
+        momentum: float = 0.9,
+        scheduler: Scheduler = "onecycle",
+        warmup_pct: float = 0.25,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not class_names or len(class_names) < 2:
+            raise ZooError(f"a classifier needs at least 2 classes, got {class_names!r}")
+        self.save_hyperparameters()
+        self.lr = lr  # an attribute so Lightning's LR finder can set it
+        self.num_classes = len(class_names)
+        mean = mean if mean is not None else [0.5] * channels
+        std = std if std is not None else [0.5] * channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, channels, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1), persistent=False)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_metrics = _metrics(self.num_classes, "val/")
+        self.test_metrics = _metrics(self.num_classes, "test/")
+        self.val_acc_best = torchmetrics.MaxMetric()
+        self.net: nn.Module
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """What preprocessing this model expects: everything `zoo predict` needs besides weights."""
+        h = self.hparams
+        return {k: h[k] for k in ("class_names", "image_size", "channels")} | {
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)  # (B, C, H, W) in [0, 1] -> (B, num_classes)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        # Loaders send uint8 (4x fewer bytes); scale on the device.
+        images = images.float().div_(255) if images.dtype == torch.uint8 else images
+        if images.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda":
+            self.to(memory_format=torch.channels_last)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget what the sanity check saw
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", self.criterion(logits, labels), on_epoch=True, prog_bar=True)
+        self.val_metrics.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        acc = values.pop("val/acc")
+        self.log("val/acc", acc, prog_bar=True)
+        self.log_dict(values)
+        self.val_acc_best(acc)
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("test/loss", self.criterion(logits, labels), on_epoch=True)
+        self.test_metrics.update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).softmax(dim=-1)
+
+    # --- optimisation ------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups with their lr scale; the fine-tuning family gives the backbone its own."""
+        return [{"params": list(self.net.parameters()), "lr_scale": 1.0}]
+
+    def configure_optimizers(self) -> Any:
+        if self.lr == "auto":
+            raise ZooError("--model.lr auto needs the LR finder: run it through `zoo fit` (or pass a number)")
+        h = self.hparams
+        lr = float(self.lr)
+        groups = []
+        for group in self.param_groups():
+            # No weight decay on biases and norm weights (timm's and fastai's default too).
+            decay = [p for p in group["params"] if p.ndim > 1]
+            no_decay = [p for p in group["params"] if p.ndim <= 1]
+            for params, wd in ((decay, h.weight_decay), (no_decay, 0.0)):
+                if params:
+                    groups.append({"params": params, "lr": lr * group["lr_scale"], "weight_decay": wd})
+        if h.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=lr)
+        else:
+            opt = torch.optim.SGD(groups, lr=lr, momentum=h.momentum, nesterov=True)
+        if h.scheduler == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(total * h.warmup_pct))
+        if h.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(0.99, warmup / total)
+            )
+        else:
+
+            def warmup_cosine(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
+
+
+@register("mlp")
+class MLPClassifier(ImageClassifier):
+    """A multi-layer perceptron on flattened pixels (see zoo.nets.MLP for the arguments).
+
+    Args:
+        hidden_sizes: width of each hidden layer.
+        activation: timm activation name.
+        dropout: dropout after each hidden layer.
+        batch_norm: BatchNorm1d after each hidden layer.
+        **kwargs: the shared ImageClassifier arguments (lr, scheduler, label_smoothing, ...).
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: list[int] | None = None,
+        activation: str = "relu",
+        dropout: float = 0.2,
+        batch_norm: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        h = self.hparams
+        self.net = MLP(
+            self.num_classes,
+            h.channels,
+            h.image_size,
+            tuple(hidden_sizes or (512, 256)),
+            activation,
+            dropout,
+            batch_norm,
+        )
+
+
+@register("cnn")
+class CNNClassifier(ImageClassifier):
+    """A VGG-style CNN trained from scratch (see zoo.nets.CNN for the arguments).
+
+    Args:
+        channels_per_block: output channels of each conv block.
+        kernel_size: conv kernel size.
+        convs_per_block: convs in each block.
+        pool: "max" or "avg".
+        batch_norm: BatchNorm2d after each conv.
+        activation: timm activation name.
+        dropout: Dropout2d after each block.
+        head_dropout: dropout before the classifier.
+        **kwargs: the shared ImageClassifier arguments.
+    """
+
+    def __init__(
+        self,
+        channels_per_block: list[int] | None = None,
+        kernel_size: int = 3,
+        convs_per_block: int = 2,
+        pool: Literal["max", "avg"] = "max",
+        batch_norm: bool = True,
+        activation: str = "relu",
+        dropout: float = 0.1,
+        head_dropout: float = 0.3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.net = CNN(
+            self.num_classes,
+            self.hparams.channels,
+            tuple(channels_per_block or (32, 64, 128)),
+            kernel_size,
+            convs_per_block,
+            pool,
+            batch_norm,
+            activation,
+            dropout,
+            head_dropout,
+        )
+
+
+@register("timm")
+class TimmClassifier(ImageClassifier):
+    """Fine-tune any timm backbone: the head alone for `freeze_epochs`, then every layer.
+
+    The freeze state is a pure function of the epoch, applied at each epoch start, so a run
+    resumed from any checkpoint is in the right state. (Lightning's BaseFinetuning keeps it in
+    callback and optimizer state, which has known resume bugs.) The optimizer holds every
+    parameter from the start; frozen ones simply get no gradient and no update.
+
+    Args:
+        backbone: any timm model name (resnet18, resnet50, efficientnet_b0, convnext_tiny, ...).
+        pretrained: start from timm's pretrained weights (downloaded, or from the local cache).
+        weights: a local weights file (.safetensors, .pth or a zoo .ckpt); wins over `pretrained`.
+        freeze_epochs: epochs that train the head only (backbone frozen, its BatchNorm in eval mode).
+        backbone_lr_mult: the backbone's learning rate is lr * this once unfrozen.
+        drop_rate: dropout before the classifier.
+        **kwargs: the shared ImageClassifier arguments.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pretrained: bool = True,
+        weights: str | None = None,
+        freeze_epochs: int = 1,
+        backbone_lr_mult: float = 0.1,
+        drop_rate: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        h = self.hparams
+        self.net = create_timm_net(
+            backbone,
+            self.num_classes,
+            h.channels,
+            pretrained=pretrained and weights is None,
+            drop_rate=drop_rate,
+        )
+        if weights:
+            load_weights(self.net, weights, class_names=list(h.class_names))
+        head = self.net.get_classifier()
+        head_ids = {id(p) for p in head.parameters()}
+        self.head_params = list(head.parameters())
+        self.backbone_params = [p for p in self.net.parameters() if id(p) not in head_ids]
+        self.backbone_frozen = False
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [
+            {"params": self.head_params, "lr_scale": 1.0},
+            {"params": self.backbone_params, "lr_scale": self.hparams.backbone_lr_mult},
+        ]
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        self.backbone_frozen = frozen
+        for p in self.backbone_params:
+            p.requires_grad_(not frozen)
+        self.train(self.training)  # re-apply the BatchNorm mode
+
+    def train(self, mode: bool = True) -> TimmClassifier:
+        # Frozen BatchNorm layers stay in eval mode (running stats fixed) whatever calls .train().
+        super().train(mode)
+        if mode and self.backbone_frozen:
+            for module in self.net.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.set_backbone_frozen(self.current_epoch < self.hparams.freeze_epochs)

@@ -1,0 +1,213 @@
+"""The `zoo` command: fit/validate/test through LightningCLI, plus verbs that reuse its parsing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks.progress import ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
+from rich.console import Console
+
+from datamodules import ImageClassificationDataModule
+from zoo.classifier import ImageClassifier
+from zoo.errors import ZooError
+from zoo.lr_find import find_lr
+from zoo.registry import FAMILIES
+from zoo.runs import default_loggers, default_precision, new_run_dir, offline_wandb_dirs, wandb_offline
+
+VERBS = {
+    "fit": "train a model (LightningCLI: --config, --model.*, --data.*, --trainer.*)",
+    "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
+    "test": "evaluate a checkpoint on the test split (--ckpt_path)",
+    "lr-find": "run the learning-rate range test and print the suggested lr",
+}
+LINKED = ("class_names", "image_size", "channels", "mean", "std")
+console = Console(stderr=True)
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with zoo's run folders, default loggers/callbacks and the LR finder."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.run_dir: Path | None = None
+        super().__init__(
+            model_class=ImageClassifier,
+            subclass_mode_model=True,
+            datamodule_class=ImageClassificationDataModule,
+            subclass_mode_data=True,
+            trainer_defaults={"precision": default_precision(), "max_epochs": 10, "log_every_n_steps": 10},
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},  # the run folder is new, nothing to overwrite
+            # zoo's optimiser/schedule are plain model arguments (lr, optimizer, scheduler) so that the
+            # fine-tuning param groups and the LR finder keep working; Lightning's --optimizer would bypass them.
+            auto_configure_optimizers=False,
+            parser_kwargs={"description": "zoo: train and fine-tune image classifiers."},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="runs/<experiment>/...; default: the model family",
+        )
+        parser.add_argument("--runs_dir", type=str, default="runs", help="root folder of all runs")
+        parser.add_argument(
+            "--lr_find", type=bool, default=False, help="run the LR finder first and use its lr"
+        )
+        for key in LINKED:
+            parser.link_arguments(
+                "data", f"model.init_args.{key}", compute_fn=_data_config_getter(key), apply_on="instantiate"
+            )
+        parser.set_defaults(
+            {
+                "model": {"class_path": "zoo.classifier.CNNClassifier"},
+                "data": {
+                    "class_path": "datamodules.ImageFolderDataModule",
+                    "init_args": {"image_size": 28, "channels": 1},
+                },
+            }
+        )
+
+    def _cfg(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._cfg()
+        experiment = cfg.experiment or _family_of(cfg.model.class_path)
+        self.run_dir = new_run_dir(cfg.runs_dir, experiment)
+        self.experiment = experiment
+        cfg.trainer.default_root_dir = str(self.run_dir)
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = _as_list(trainer_cfg.get("callbacks"))
+        loggers = self._loggers(trainer_cfg.get("logger"))
+        kwargs["logger"] = loggers or False
+        if self.subcommand in (None, "fit"):
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=self.run_dir / "checkpoints",
+                    filename="best",
+                    monitor="val/acc",
+                    mode="max",
+                    save_last=True,
+                    auto_insert_metric_name=False,
+                )
+            )
+            if loggers:
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if trainer_cfg.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            callbacks.append(RichProgressBar())
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def _loggers(self, configured: Any) -> list[Logger]:
+        if configured is False:
+            return []
+        if configured is None or configured is True:
+            return default_loggers(self.run_dir, self.experiment, with_wandb=self.subcommand in (None, "fit"))
+        loggers = _as_list(configured)
+        if not any(isinstance(lg, CSVLogger) for lg in loggers):
+            loggers.append(CSVLogger(save_dir=str(self.run_dir), name="", version=""))
+        return loggers
+
+    # --- subcommand hooks --------------------------------------------------------------------
+    def before_fit(self) -> None:
+        console.print(f"[bold]run folder[/] {self.run_dir}")
+        if self._cfg().lr_find or self.model.lr == "auto":
+            find_lr(self.trainer, self.model, self.datamodule, self.run_dir)
+
+    def after_fit(self) -> None:
+        ckpt = self.trainer.checkpoint_callback
+        if ckpt is not None and ckpt.best_model_path:
+            score = ckpt.best_model_score
+            console.print(
+                f"[bold green]best checkpoint[/] {ckpt.best_model_path}  val/acc={float(score):.4f}"
+                if score is not None
+                else f"[bold green]best checkpoint[/] {ckpt.best_model_path}"
+            )
+        for run in offline_wandb_dirs(self.run_dir):
+            console.print(f"[bold]W&B[/] offline run saved in {run}; upload it with: wandb sync {run}")
+
+
+def _data_config_getter(key: str):
+    def get(data: ImageClassificationDataModule) -> Any:
+        return data.data_config[key]
+
+    return get
+
+
+def _family_of(class_path: str) -> str:
+    name = class_path.rsplit(".", 1)[-1]
+    for family, cls in FAMILIES.items():
+        if cls.__name__ == name:
+            return family
+    return name.lower()
+
+
+def _as_list(value: Any) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def lr_find_main(args: list[str]) -> None:
+    """`zoo lr-find`: the same config parsing as `zoo fit`, then the range test alone."""
+    cli = ZooCLI(args=args, run=False)
+    suggestion = find_lr(cli.trainer, cli.model, cli.datamodule, cli.run_dir)
+    if suggestion is None:
+        raise ZooError(
+            "the LR finder stopped before it could suggest a learning rate; try more data or --data.batch_size smaller"
+        )
+    print(f"{suggestion:.6g}")
+
+
+def print_help() -> None:
+    print("usage: zoo <verb> [options]   (zoo <verb> --help for a verb's options)\n\nverbs:")
+    for verb, text in VERBS.items():
+        print(f"  {verb:<10} {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `zoo` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # zoo's data modules leave batch transfer to the model on purpose (uint8 -> float on device).
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    if wandb_offline():
+        os.environ.setdefault("WANDB_SILENT", "true")  # zoo prints the one line that matters: how to sync
+    if not argv or argv[0] in ("-h", "--help"):
+        print_help()
+        return 0
+    verb, rest = argv[0], argv[1:]
+    try:
+        if verb in ("fit", "validate", "test"):
+            ZooCLI(args=[verb, *rest])
+        elif verb == "lr-find":
+            lr_find_main(rest)
+        else:
+            print_help()
+            console.print(f"zoo: error: unknown verb {verb!r}; choose one of {', '.join(VERBS)}")
+            return 2
+    except ZooError as err:
+        console.print(f"[bold red]zoo: error:[/] {err}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

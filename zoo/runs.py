@@ -1,0 +1,69 @@
+"""Where a run writes (runs/<experiment>/<version>/) and what logs it by default."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import re
+from pathlib import Path
+
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+
+def default_precision() -> str:
+    """bf16-mixed on GPUs that support it, else 16-mixed on GPU, else full fp32 on CPU."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
+    """A fresh runs_dir/experiment/version_N (N one past the highest there): never reuses a folder."""
+    parent = Path(runs_dir) / experiment
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in parent.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    version = max(taken, default=-1) + 1
+    while True:  # mkdir without exist_ok: two runs started at once still get different folders
+        run_dir = parent / f"version_{version}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            version += 1
+
+
+def wandb_api_key_configured() -> bool:
+    """True when `wandb login` or WANDB_API_KEY has given this machine a key."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_offline() -> bool:
+    """Offline unless a key is configured; WANDB_MODE=offline forces it."""
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_api_key_configured()
+
+
+def default_loggers(run_dir: Path, experiment: str, with_wandb: bool = True) -> list[Logger]:
+    """W&B (offline automatically without a key) + a CSV copy of every metric, both in run_dir."""
+    loggers: list[Logger] = []
+    if with_wandb and os.environ.get("WANDB_MODE", "").lower() != "disabled":
+        loggers.append(
+            WandbLogger(
+                project=os.environ.get("WANDB_PROJECT", "zoo"),
+                name=f"{experiment}/{run_dir.name}",
+                save_dir=str(run_dir),
+                offline=wandb_offline(),
+            )
+        )
+    loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+    return loggers
+
+
+def offline_wandb_dirs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
