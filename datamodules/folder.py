@@ -166,7 +166,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         out = self.run_dir / "splits"
         out.mkdir(parents=True, exist_ok=True)
         for split_name, split in splits.items():
-            lines = [f"{p.relative_to(self.root)}\t{names[y]}" for p, y in zip(split.items, split.labels, strict=True)]
+            lines = [
+                f"{p.relative_to(self.root)}\t{names[y]}"
+                for p, y in zip(split.items, split.labels, strict=True)
+            ]
             (out / f"{split_name}.txt").write_text("\n".join(lines) + "\n")
 
     def _missing_split_hint(self, split: str) -> str:

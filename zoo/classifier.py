@@ -21,6 +21,26 @@ Optimizer = Literal["adamw", "sgd"]
 Scheduler = Literal["onecycle", "cosine", "constant"]
 
 
+def one_cycle(step: int, warmup: int, total: int) -> float:
+    """fastai/torch one-cycle shape: cosine up from 1/25 to 1, then cosine down to 1/25e4."""
+    start, end = 1 / 25, 1 / 25e4
+    if step < warmup:
+        return cosine_between(start, 1.0, step / warmup)
+    return cosine_between(1.0, end, min(1.0, (step - warmup) / max(1, total - warmup)))
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return cosine_between(1.0, 0.0, min(1.0, (step - warmup) / max(1, total - warmup)))
+
+
+def cosine_between(start: float, end: float, frac: float) -> float:
+    """Cosine interpolation from start (frac=0) to end (frac=1)."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def _metrics(num_classes: int, prefix: str) -> torchmetrics.MetricCollection:
     metrics: dict[str, torchmetrics.Metric] = {
         "acc": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
@@ -87,6 +107,7 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = _metrics(self.num_classes, "val/")
         self.test_metrics = _metrics(self.num_classes, "test/")
         self.val_acc_best = torchmetrics.MaxMetric()
+        self.loss_trace: list[float] | None = None  # raw per-step losses, recorded for the LR finder
         self.net: nn.Module
 
     @property
@@ -124,6 +145,10 @@ class ImageClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.loss_trace is not None:
+            self.loss_trace.append(float(outputs["loss"]))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -180,18 +205,10 @@ class ImageClassifier(L.LightningModule):
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(total * h.warmup_pct))
-        if h.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(0.99, warmup / total)
-            )
-        else:
-
-            def warmup_cosine(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+        # A LambdaLR over (step, total) keeps no schedule in its saved state, so a run resumed
+        # with a larger max_epochs stretches the schedule (torch's OneCycleLR would raise).
+        shape = one_cycle if h.scheduler == "onecycle" else warmup_cosine
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: shape(step, warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -19,7 +19,14 @@ from zoo.classifier import ImageClassifier
 from zoo.errors import ZooError
 from zoo.lr_find import find_lr
 from zoo.registry import FAMILIES
-from zoo.runs import default_loggers, default_precision, new_run_dir, offline_wandb_dirs, wandb_offline
+from zoo.runs import (
+    default_loggers,
+    default_precision,
+    new_run_dir,
+    offline_wandb_dirs,
+    remove_empty_run_dirs,
+    wandb_offline,
+)
 
 VERBS = {
     "fit": "train a model (LightningCLI: --config, --model.*, --data.*, --trainer.*)",
@@ -28,7 +35,8 @@ VERBS = {
     "lr-find": "run the learning-rate range test and print the suggested lr",
 }
 LINKED = ("class_names", "image_size", "channels", "mean", "std")
-console = Console(stderr=True)
+RUN_DIR = "<run_dir>"  # stands for the run folder in a logger's save_dir
+console = Console(stderr=True, soft_wrap=True)
 
 
 class ZooCLI(LightningCLI):
@@ -86,6 +94,13 @@ class ZooCLI(LightningCLI):
         self.run_dir = new_run_dir(cfg.runs_dir, experiment)
         self.experiment = experiment
         cfg.trainer.default_root_dir = str(self.run_dir)
+        for logger in _as_list(cfg.trainer.logger):
+            args = getattr(logger, "init_args", None)
+            if args is not None and args.get("save_dir") == RUN_DIR:
+                args.save_dir = str(self.run_dir)
+                for key in ("name", "version"):  # log straight into the run folder, no nesting
+                    if key in args:
+                        args[key] = ""
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
@@ -184,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     # zoo's data modules leave batch transfer to the model on purpose (uint8 -> float on device).
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     if wandb_offline():
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print_help()
         return 0
-    verb, rest = argv[0], argv[1:]
+    verb, rest = argv[0], _default_logger_save_dir(argv[1:])
     try:
         if verb in ("fit", "validate", "test"):
             ZooCLI(args=[verb, *rest])
@@ -201,12 +217,50 @@ def main(argv: list[str] | None = None) -> int:
             print_help()
             console.print(f"zoo: error: unknown verb {verb!r}; choose one of {', '.join(VERBS)}")
             return 2
-    except ZooError as err:
-        console.print(f"[bold red]zoo: error:[/] {err}", highlight=False)
+    except Exception as err:
+        user_error = _find_user_error(err)
+        if user_error is None:
+            raise
+        console.print(f"[bold red]zoo: error:[/] {user_error}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        remove_empty_run_dirs()
     return 0
+
+
+def _default_logger_save_dir(args: list[str]) -> list[str]:
+    """`--trainer.logger TensorBoardLogger` alone: jsonargparse requires a save_dir, zoo uses the run folder."""
+    out = list(args)
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--trainer.logger=") else None
+        if arg == "--trainer.logger" and i + 1 < len(args):
+            value = args[i + 1]
+        if (
+            value
+            and value.split(".")[-1].endswith("Logger")
+            and not any(a.startswith("--trainer.logger.save_dir") for a in args)
+        ):
+            out += ["--trainer.logger.save_dir", RUN_DIR]
+    return out
+
+
+def _find_user_error(err: BaseException | None) -> ZooError | None:
+    """The ZooError behind `err`: jsonargparse wraps errors raised while it instantiates classes."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ZooError):
+            return err
+        if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):
+            first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), "")
+            return ZooError(
+                f"the checkpoint does not fit the model in this config ({first[:160]}); "
+                "use the config the checkpoint was trained with (config.yaml in its run folder)"
+            )
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -1,16 +1,50 @@
-"""Lightning's LR finder, with its curve and plot kept in the run folder."""
+"""The LR range test: Lightning's Tuner runs the sweep, zoo reads the curve.
+
+Lightning's own curve and `suggestion()` are not used: its moving average is bias-corrected
+with the wrong step (the early curve climbs at learning rates too small to change anything,
+Lightning issue #14167) and lags far behind the sweep, and its suggestion takes the slope
+against the linear learning rate, which on an exponential sweep favours that artefact. zoo
+records the raw loss of every step, smooths it without lag and takes the steepest descent
+against log(lr), as fastai does.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.tuner import Tuner
 from rich.console import Console
 
 PLACEHOLDER_LR = 1e-3
+
+
+def smooth(losses: list[float]) -> np.ndarray:
+    """Centred moving average over ~10% of the sweep: unlike an EMA it does not lag behind the lr."""
+    values = np.asarray(losses, dtype=float)
+    window = max(3, len(values) // 10) | 1  # odd, so it is centred
+    if len(values) < window:
+        return values
+    half = window // 2
+    padded = np.pad(values, half, mode="edge")
+    return np.convolve(padded, np.ones(window) / window, mode="valid")
+
+
+def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray, skip_begin: int = 10) -> float | None:
+    """Steepest descent of the smoothed loss against log10(lr), before the loss bottoms out."""
+    finite = np.isfinite(smoothed)
+    lrs, smoothed = lrs[finite], smoothed[finite]
+    if len(smoothed) < skip_begin + 3:
+        return None
+    end = int(np.argmin(smoothed)) + 1
+    if end - skip_begin < 3:
+        return None
+    slope = np.gradient(smoothed[skip_begin:end], np.log10(lrs[skip_begin:end]))
+    return float(lrs[skip_begin + int(np.argmin(slope))])
 
 
 def find_lr(
@@ -26,26 +60,52 @@ def find_lr(
     if model.lr == "auto":
         model.lr = PLACEHOLDER_LR  # the finder builds the optimizer once before overriding its lr
     before = model.lr
-    result = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=True)
-    suggestion = result.suggestion() if result is not None else None
+    model.loss_trace = []
+    try:
+        result = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
+        losses = model.loss_trace
+    finally:
+        model.loss_trace = None
+    lrs = np.asarray(result.results["lr"][: len(losses)] if result is not None else [], dtype=float)
+    smoothed = smooth(losses[: len(lrs)])
+    suggestion = suggest_lr(lrs, smoothed)
     if suggestion is None:
         warnings.warn(f"the LR finder could not suggest a learning rate; keeping lr={before}", stacklevel=2)
         model.lr = before
         return None
+    model.lr = suggestion
     out_dir.mkdir(parents=True, exist_ok=True)
-    curve = {"lr": list(map(float, result.results["lr"])), "loss": list(map(float, result.results["loss"]))}
+    curve = {"lr": lrs.tolist(), "loss": list(losses[: len(lrs)]), "smoothed": smoothed.tolist()}
     (out_dir / "lr_find.json").write_text(json.dumps({"suggestion": suggestion, **curve}, indent=1) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    fig = result.plot(suggest=True, show=False)
-    fig.axes[0].set_title(f"LR finder: suggested lr = {suggestion:.2e}")
+    fig = _plot(lrs, np.asarray(curve["loss"]), smoothed, suggestion)
     fig.savefig(out_dir / "lr_find.png", dpi=100, bbox_inches="tight")
     _log_figure(trainer, fig)
-    Console(stderr=True).print(
+    Console(stderr=True, soft_wrap=True).print(
         f"[bold]LR finder[/] suggests lr = {suggestion:.3g} (plot: {out_dir / 'lr_find.png'})"
     )
     return suggestion
+
+
+def _plot(lrs: np.ndarray, raw: np.ndarray, smoothed: np.ndarray, suggestion: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(lrs, raw, color="0.75", lw=1, label="loss per step")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="smoothed")
+    idx = int(np.argmin(np.abs(np.log(lrs) - math.log(suggestion))))
+    ax.plot([suggestion], [smoothed[idx]], "o", color="C3", ms=9, label=f"suggested lr = {suggestion:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    top = np.nanpercentile(raw, 95) if np.isfinite(raw).any() else None
+    if top is not None:
+        ax.set_ylim(top=max(float(smoothed[:10].max()), float(top)) * 1.05)
+    ax.set_title("LR range test")
+    ax.legend()
+    return fig
 
 
 def _log_figure(trainer: L.Trainer, fig) -> None:

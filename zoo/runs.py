@@ -18,6 +18,17 @@ def default_precision() -> str:
     return "32-true"
 
 
+CREATED: list[Path] = []  # run folders made by this process, so a failed start can remove them
+
+
+def remove_empty_run_dirs() -> None:
+    """Remove run folders this process made that are still empty (a run that failed to start)."""
+    for run_dir in CREATED:
+        for folder in (run_dir, run_dir.parent):  # the experiment folder too, if the run was its only one
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
 def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
     """A fresh runs_dir/experiment/version_N (N one past the highest there): never reuses a folder."""
     parent = Path(runs_dir) / experiment
@@ -28,6 +39,7 @@ def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
         run_dir = parent / f"version_{version}"
         try:
             run_dir.mkdir()
+            CREATED.append(run_dir)
             return run_dir
         except FileExistsError:
             version += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ def _hub_offline(offline: bool):
 def create_timm_net(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs) -> nn.Module:
     """timm.create_model with one-line errors for an unknown name or missing pretrained weights."""
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
         raise ZooError(
             f"unknown timm backbone {name!r}{hint}; `python -c 'import timm; print(timm.list_models())'` lists all"
@@ -158,5 +159,7 @@ def load_weights(net: nn.Module, path: str | Path, class_names: list[str] | None
     result = net.load_state_dict(usable, strict=False)
     report.loaded = len(usable)
     report.missing = [k for k in result.missing_keys if k not in report.reshaped]
-    Console(stderr=True).print(f"[bold]weights[/] {path}: {report.summary()}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold]weights[/] {path}: {report.summary()}", highlight=False
+    )
     return report
