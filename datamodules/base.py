@@ -120,7 +120,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
     @property
     def run_dir(self) -> Path | None:
         """Where this run writes its files (the trainer's root dir), None outside a trainer."""
-        trainer = getattr(self, "_trainer", None)
+        trainer = getattr(self, "trainer", None)
         return Path(trainer.default_root_dir) if trainer is not None else None
 
     def setup(self, stage: str) -> None:

@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[bold red]zoo: error:[/] {user_error}", highlight=False)
         return 2
+    except SystemExit as exit_:  # jsonargparse exits after --help, --print_config and parse errors
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except KeyboardInterrupt:
         return 130
     finally:

@@ -1,0 +1,59 @@
+"""Callbacks the tests plug in through `--trainer.callbacks+=tests.helpers.X`, as a user could."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def _backbone_checksum(model) -> float:
+    """Sum over backbone weights and BatchNorm running stats: changes iff the backbone changed."""
+    total = sum(float(p.detach().double().sum()) for p in model.backbone_params)
+    for module in model.net.modules():
+        if isinstance(module, _BatchNorm):
+            total += float(module.running_mean.double().sum()) + float(module.running_var.double().sum())
+    return total
+
+
+class FreezeProbe(L.Callback):
+    """Records, per epoch, whether the backbone trained, was frozen and kept BatchNorm in eval mode."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.records: list[dict] = []
+        self.start: float = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            bns = [m for m in pl_module.net.modules() if isinstance(m, _BatchNorm)]
+            self.start = _backbone_checksum(pl_module)
+            self.records.append(
+                {
+                    "epoch": trainer.current_epoch,
+                    "requires_grad": any(p.requires_grad for p in pl_module.backbone_params),
+                    "bn_training": any(m.training for m in bns),
+                }
+            )
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.records[-1]["backbone_changed"] = _backbone_checksum(pl_module) != self.start
+        with open(self.out, "w") as f:
+            json.dump(self.records, f)
+
+
+class LrProbe(L.Callback):
+    """Saves the optimizer's learning rates of the first step, to check what lr training used."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 0 and batch_idx == 0:
+            sched = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
+            base = (
+                sched.base_lrs if sched is not None else [g["lr"] for g in trainer.optimizers[0].param_groups]
+            )
+            with open(self.out, "w") as f:
+                json.dump({"model_lr": float(pl_module.lr), "base_lrs": [float(x) for x in base]}, f)

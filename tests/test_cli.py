@@ -1,0 +1,220 @@
+"""The `zoo` command as a user runs it: every model family, the sample, errors, logging, precision."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import FAST, make_folder, only_run_dir
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+NO_LOG = ["--trainer.logger", "false"]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    ("config", "extra"),
+    [
+        ("mlp.yaml", ["--model.hidden_sizes", "[32]"]),
+        ("cnn.yaml", ["--model.channels_per_block", "[8, 16]"]),
+        (
+            "resnet18_finetune.yaml",
+            ["--model.backbone", "resnet10t", "--model.pretrained", "false", "--data.image_size", "32"],
+        ),
+    ],
+)
+def test_each_family_trains_and_its_checkpoint_carries_the_data_config(run_zoo, image_folder, config, extra):
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / config, "--data.root", image_folder, "--data.channels", 3,
+        "--data.image_size", 16, *extra, *FAST, "--trainer.logger", "CSVLogger",
+    )  # fmt: skip
+    assert rc == 0
+    experiment = config.removesuffix(".yaml")
+    run_dir = only_run_dir(runs, experiment)
+    for name in ("best.ckpt", "last.ckpt"):
+        assert (run_dir / "checkpoints" / name).is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "splits" / "val.txt").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    h = ckpt["hyper_parameters"]
+    assert h["class_names"] == ["cat", "dog", "owl"]
+    assert h["channels"] == 3 and isinstance(h["mean"], list) and isinstance(h["image_size"], int)
+    assert ckpt["zoo"]["family"] in ("mlp", "cnn", "timm")
+    columns = set(read_metrics(run_dir)[0])
+    assert {"train/loss_step", "val/loss", "val/acc", "val/f1", "val/acc_best"} <= columns
+    assert "val/acc_top5" not in columns  # only 3 classes
+    assert any(c.startswith("lr-") for c in columns)  # the LR is logged every step
+
+
+def test_bundled_sample_trains_with_no_data_argument(run_zoo, capsys):
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / "cnn.yaml", *FAST, "--trainer.limit_train_batches", 3,
+        "--trainer.limit_val_batches", 2, *NO_LOG,
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "best checkpoint" in out.err and "val/acc=" in out.err
+    ckpt = torch.load(only_run_dir(runs, "cnn") / "checkpoints" / "best.ckpt", weights_only=True)
+    assert len(ckpt["hyper_parameters"]["class_names"]) == 10
+
+
+def test_top5_and_test_split_with_validate_and_test(run_zoo, tmp_path, capsys):
+    root = make_folder(tmp_path / "six", classes=[f"c{i}" for i in range(6)], n=6, layout="split")
+    for i in range(6):
+        make_folder(root / "test", classes=[f"c{i}"], n=2)
+    args = [
+        "--config",
+        CONFIGS / "cnn.yaml",
+        "--data.root",
+        root,
+        "--data.image_size",
+        16,
+        "--data.channels",
+        3,
+    ]
+    rc, runs = run_zoo("fit", *args, *FAST, "--trainer.logger", "CSVLogger")
+    assert rc == 0
+    run_dir = only_run_dir(runs, "cnn")
+    assert "val/acc_top5" in read_metrics(run_dir)[0]
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    capsys.readouterr()
+    assert run_zoo("test", *args, "--ckpt_path", ckpt, *NO_LOG)[0] == 0
+    assert "test/acc" in capsys.readouterr().out
+    assert run_zoo("validate", *args, "--ckpt_path", ckpt, *NO_LOG)[0] == 0
+    assert "val/acc" in capsys.readouterr().out
+
+
+def test_bf16_mixed_precision_on_cpu(run_zoo, image_folder):
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, "--data.channels", 3,
+        "--data.image_size", 16, "--trainer.precision", "bf16-mixed", *FAST, *NO_LOG,
+    )  # fmt: skip
+    assert rc == 0
+    assert (only_run_dir(runs, "cnn") / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_label_smoothing_changes_the_loss():
+    from zoo.classifier import CNNClassifier
+
+    torch.manual_seed(0)
+    images, labels = torch.rand(8, 1, 16, 16), torch.randint(0, 3, (8,))
+    losses = []
+    for smoothing in (0.0, 0.3):
+        torch.manual_seed(0)
+        model = CNNClassifier(
+            class_names=["a", "b", "c"], image_size=16, channels=1, label_smoothing=smoothing
+        )
+        model.eval()
+        losses.append(float(model.criterion(model(images), labels)))
+    assert losses[0] != pytest.approx(losses[1], abs=1e-4)
+
+
+def test_wandb_runs_offline_without_a_key(run_zoo, image_folder, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, so no key
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, "--data.channels", 3,
+        "--data.image_size", 16, *FAST,
+    )  # fmt: skip
+    assert rc == 0
+    run_dir = only_run_dir(runs, "cnn")
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    assert f"wandb sync {offline[0].relative_to(tmp_path)}" in capsys.readouterr().err
+    assert (run_dir / "metrics.csv").is_file()  # the CSV copy beside W&B
+
+
+def test_tensorboard_logger_writes_into_the_run_folder(run_zoo, image_folder):
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, "--data.channels", 3,
+        "--data.image_size", 16, *FAST, "--trainer.logger", "TensorBoardLogger",
+    )  # fmt: skip
+    assert rc == 0
+    assert list(only_run_dir(runs, "cnn").glob("events.out.tfevents.*"))
+
+
+def test_print_config_is_complete(run_zoo, capsys):
+    rc, _ = run_zoo("fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--print_config")
+    out = capsys.readouterr().out
+    assert rc == 0
+    for key in ("class_path: zoo.classifier.TimmClassifier", "freeze_epochs: 1", "backbone_lr_mult: 0.1",
+                "label_smoothing: 0.1", "class_path: datamodules.ImageFolderDataModule", "max_epochs: 5"):  # fmt: skip
+        assert key in out
+
+
+def test_help_lists_every_verb(capsys):
+    from zoo.cli import VERBS, main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(verb in out for verb in VERBS)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.root", "/no/such/folder"], "data folder /no/such/folder does not exist"),
+        (["--model.lr", "fast"], "Given value: NestedArg(key='lr', val='fast')"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path, args, message):
+    """Run the installed console script as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "fit", "--config", str(CONFIGS / "cnn.yaml"), *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    if "does not exist" in message:
+        error_lines = [ln for ln in proc.stderr.splitlines() if "zoo: error" in ln]
+        assert len(error_lines) == 1 and "--data.root" in error_lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
+
+
+def test_validate_rebuilds_the_checkpoints_model_and_rejects_data_it_cannot_read(
+    run_zoo, image_folder, capsys
+):
+    args = ["--data.root", image_folder, "--data.image_size", 16]
+    assert (
+        run_zoo("fit", "--config", CONFIGS / "mlp.yaml", *args, "--data.channels", 3, *FAST, *NO_LOG)[0] == 0
+    )
+    ckpt = next(Path("runs").rglob("best.ckpt"))
+    capsys.readouterr()
+    # Another recipe's config: the model comes from the checkpoint's own hyperparameters.
+    rc, _ = run_zoo(
+        "validate",
+        "--config",
+        CONFIGS / "cnn.yaml",
+        *args,
+        "--data.channels",
+        3,
+        "--ckpt_path",
+        ckpt,
+        *NO_LOG,
+    )
+    assert rc == 0 and "val/acc" in capsys.readouterr().out
+    # Grayscale data for an RGB checkpoint cannot work: one line saying so.
+    rc, _ = run_zoo(
+        "validate",
+        "--config",
+        CONFIGS / "mlp.yaml",
+        *args,
+        "--data.channels",
+        1,
+        "--ckpt_path",
+        ckpt,
+        *NO_LOG,
+    )
+    assert rc == 2
+    assert "does not fit the model" in capsys.readouterr().err
