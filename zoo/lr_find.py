@@ -61,11 +61,14 @@ def find_lr(
         model.lr = PLACEHOLDER_LR  # the finder builds the optimizer once before overriding its lr
     before = model.lr
     model.loss_trace = []
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = 10**6  # the sweep's step count bounds it, not the run's epochs
     try:
         result = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
         losses = model.loss_trace
     finally:
         model.loss_trace = None
+        trainer.fit_loop.max_epochs = max_epochs
     lrs = np.asarray(result.results["lr"][: len(losses)] if result is not None else [], dtype=float)
     smoothed = smooth(losses[: len(lrs)])
     suggestion = suggest_lr(lrs, smoothed)

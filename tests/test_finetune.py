@@ -1,0 +1,127 @@
+"""Fine-tuning: local weights, the freeze -> unfreeze schedule, and that it survives a resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from tests.conftest import FAST
+from zoo.classifier import TimmClassifier
+from zoo.errors import ZooError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = ["--model.backbone", "resnet10t", "--model.pretrained", "false", "--data.image_size", 32,
+        "--trainer.logger", "false", "--data.num_workers", 0, "--trainer.enable_model_summary", "false"]  # fmt: skip
+CLASSES = {"class_names": ["a", "b", "c"], "image_size": 32, "channels": 3}
+
+
+def probe(path: Path) -> list[str]:
+    return ["--trainer.callbacks+=tests.helpers.FreezeProbe", f"--trainer.callbacks.out={path}"]
+
+
+def test_freeze_then_unfreeze_and_frozen_batchnorm_stays_in_eval(run_zoo, image_folder, tmp_path):
+    out = tmp_path / "probe.json"
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *TINY,
+        "--trainer.max_epochs", 2, "--model.freeze_epochs", 1, *probe(out),
+    )  # fmt: skip
+    assert rc == 0
+    epochs = json.loads(out.read_text())
+    assert epochs[0] == {"epoch": 0, "requires_grad": False, "bn_training": False, "backbone_changed": False}
+    assert epochs[1] == {"epoch": 1, "requires_grad": True, "bn_training": True, "backbone_changed": True}
+
+
+@pytest.mark.parametrize(("freeze_epochs", "expect_frozen"), [(1, False), (2, True)])
+def test_schedule_survives_resume(run_zoo, image_folder, tmp_path, freeze_epochs, expect_frozen):
+    """Resume after epoch 0 into epoch 1: unfrozen if freeze_epochs=1, still frozen if 2."""
+    common = ["--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *TINY,
+              "--model.freeze_epochs", freeze_epochs]  # fmt: skip
+    assert run_zoo("fit", *common, "--trainer.max_epochs", 1)[0] == 0
+    last = next(Path("runs").rglob("last.ckpt"))
+    out = tmp_path / "probe.json"
+    rc, runs = run_zoo("fit", *common, "--trainer.max_epochs", 3, "--ckpt_path", last, *probe(out))
+    assert rc == 0
+    epochs = json.loads(out.read_text())
+    assert epochs[0]["epoch"] == 1  # resumed, not restarted
+    assert epochs[0]["requires_grad"] is not expect_frozen
+    assert epochs[0]["bn_training"] is not expect_frozen
+    assert epochs[0]["backbone_changed"] is not expect_frozen
+    assert epochs[-1]["requires_grad"] and epochs[-1]["epoch"] == 2  # max_epochs grew from 1 to 3
+
+
+def test_backbone_learning_rate_multiplier():
+    model = TimmClassifier(backbone="resnet10t", pretrained=False, backbone_lr_mult=0.1, lr=0.01, **CLASSES)
+    model.trainer = None
+    groups = model.param_groups()
+    assert groups[1]["lr_scale"] == 0.1
+    head = {id(p) for p in model.net.get_classifier().parameters()}
+    assert {id(p) for p in groups[0]["params"]} == head
+    assert not head & {id(p) for p in groups[1]["params"]}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_load_with_a_new_head_and_adapted_input(tmp_path, suffix, capsys):
+    source = timm.create_model("resnet10t", num_classes=1000)  # like ImageNet weights: 1000-class head, RGB
+    state = source.state_dict()
+    path = tmp_path / f"w{suffix}"
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    model = TimmClassifier(
+        backbone="resnet10t", pretrained=True, weights=str(path), **{**CLASSES, "channels": 1}
+    )
+    report = capsys.readouterr().err
+    assert report.split("shape mismatch (re-initialised): ")[1].strip() in (
+        "fc.weight, fc.bias",
+        "fc.bias, fc.weight",
+    )
+    assert "missing: none; unexpected: none" in report
+    stem = [k for k in state if k.endswith("conv1.0.weight")][0]
+    assert torch.allclose(model.net.state_dict()[stem], state[stem].sum(dim=1, keepdim=True), atol=1e-5)
+    layer = "layer1.0.conv1.weight"
+    assert torch.equal(model.net.state_dict()[layer], state[layer])
+
+
+def test_zoo_checkpoint_as_weights_resets_a_head_for_other_classes(run_zoo, image_folder, tmp_path, capsys):
+    rc, _ = run_zoo(
+        "fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *TINY,
+        "--trainer.max_epochs", 1,
+    )  # fmt: skip
+    ckpt = next(Path("runs").rglob("best.ckpt"))
+    capsys.readouterr()
+    same = TimmClassifier(
+        backbone="resnet10t", weights=str(ckpt), **{**CLASSES, "class_names": ["cat", "dog", "owl"]}
+    )
+    assert "shape mismatch (re-initialised): none" in capsys.readouterr().err
+    other = TimmClassifier(
+        backbone="resnet10t", weights=str(ckpt), **{**CLASSES, "class_names": ["x", "y", "z"]}
+    )
+    assert "re-initialised): none" not in capsys.readouterr().err
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]["net.fc.weight"]
+    assert torch.equal(same.net.fc.weight, trained) and not torch.equal(other.net.fc.weight, trained)
+
+
+def test_weights_path_errors_are_user_errors(tmp_path):
+    with pytest.raises(ZooError, match="not found"):
+        TimmClassifier(backbone="resnet10t", weights=str(tmp_path / "nope.pth"), **CLASSES)
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(ZooError, match="unsupported file type"):
+        TimmClassifier(backbone="resnet10t", weights=str(tmp_path / "x.txt"), **CLASSES)
+
+
+def test_pretrained_without_network_fails_fast_with_a_pointer_to_weights(
+    run_zoo, image_folder, monkeypatch, capsys
+):
+    import zoo.weights
+
+    monkeypatch.setattr(
+        zoo.weights, "hub_reachable", lambda *a, **k: False
+    )  # as on a machine with no network
+    monkeypatch.setenv("HF_HOME", str(Path.cwd() / "empty_hf_cache"))
+    rc, _ = run_zoo("fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *FAST)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "cannot get pretrained weights for 'resnet18'" in err and "--model.weights" in err
