@@ -229,7 +229,7 @@ class MLPClassifier(ImageClassifier):
 
     def __init__(
         self,
-        hidden_sizes: list[int] | None = None,
+        hidden_sizes: tuple[int, ...] = (512, 256),
         activation: str = "relu",
         dropout: float = 0.2,
         batch_norm: bool = True,
@@ -241,7 +241,7 @@ class MLPClassifier(ImageClassifier):
             self.num_classes,
             h.channels,
             h.image_size,
-            tuple(hidden_sizes or (512, 256)),
+            tuple(hidden_sizes),
             activation,
             dropout,
             batch_norm,
@@ -266,7 +266,7 @@ class CNNClassifier(ImageClassifier):
 
     def __init__(
         self,
-        channels_per_block: list[int] | None = None,
+        channels_per_block: tuple[int, ...] = (32, 64, 128),
         kernel_size: int = 3,
         convs_per_block: int = 2,
         pool: Literal["max", "avg"] = "max",
@@ -280,7 +280,7 @@ class CNNClassifier(ImageClassifier):
         self.net = CNN(
             self.num_classes,
             self.hparams.channels,
-            tuple(channels_per_block or (32, 64, 128)),
+            tuple(channels_per_block),
             kernel_size,
             convs_per_block,
             pool,

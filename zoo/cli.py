@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    # The CSV logger writes into the run folder, which zoo just created and filled with config.yaml:
+    # nothing of the user's is there to be "deleted", so the warning would only alarm.
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     # zoo's data modules leave batch transfer to the model on purpose (uint8 -> float on device).
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     if wandb_offline():
