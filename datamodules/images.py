@@ -72,7 +72,12 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
+            return to_array(img, channels)
+
+
+def to_array(img: Image.Image, channels: int = 3) -> np.ndarray:
+    """An opened PIL image as uint8 (H, W, channels): EXIF orientation, 16-bit, alpha, modes handled."""
+    img = ImageOps.exif_transpose(img)
     img = _flatten_alpha(_to_8bit(img))
     img = img.convert("L" if channels == 1 else "RGB")
     arr = np.array(img, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)

@@ -53,6 +53,25 @@ def make_folder(
     return root
 
 
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN trained for 6 epochs on a 3-class RGB folder, shared by the inference tests."""
+    root = tmp_path_factory.mktemp("trained")
+    make_folder(root / "images", n=12, layout="split")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        rc = main([
+            "fit", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "cnn.yaml"),
+            "--data.root", str(root / "images"), "--data.image_size", "16", "--data.channels", "3",
+            "--model.channels_per_block", "[8, 16]", *FAST, "--trainer.max_epochs", "6", "--data.batch_size", "8", "--trainer.logger", "false",
+        ])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    return next((root / "runs").rglob("best.ckpt"))
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_folder(tmp_path / "images")

@@ -1,8 +1,10 @@
-"""Loading a zoo checkpoint on its own: the seam that predict, export and the app build on."""
+"""Loading a zoo checkpoint (or a zoo .safetensors export) on its own, and describing it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,18 +25,60 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ZooError(
             f"checkpoint {path} not found; pass the path of a .ckpt from runs/<experiment>/<version>/checkpoints/"
         )
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, map_location)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise ZooError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
     if not isinstance(ckpt, dict) or "zoo" not in ckpt or "state_dict" not in ckpt:
         raise ZooError(f"{path} is not a zoo checkpoint (no 'zoo' block); train it with `zoo fit`")
-    cls = get_family(ckpt["zoo"]["family"])
-    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    model = _build(ckpt["zoo"]["family"], ckpt["hyper_parameters"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.info = {"source": str(path), "epoch": ckpt.get("epoch"), "val_acc": _best_score(ckpt)}
+    return model.eval().to(map_location)
+
+
+def _build(family: str, hyper_parameters: dict[str, Any]) -> ImageClassifier:
+    hparams = {k: v for k, v in hyper_parameters.items() if not k.startswith("_")}
     if "pretrained" in hparams:  # the trained weights are in the state dict: fetch nothing
         hparams.update(pretrained=False, weights=None)
     if hparams.get("lr") == "auto":
         hparams["lr"] = 1e-3  # only the optimiser reads it
-    model = cls(**hparams)
-    model.load_state_dict(ckpt["state_dict"])
+    return get_family(family)(**hparams)
+
+
+def _best_score(ckpt: dict) -> float | None:
+    """The best val/acc that ModelCheckpoint recorded, if the checkpoint has it."""
+    for key, state in ckpt.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
+            return float(state["best_model_score"])
+    return None
+
+
+def model_card(model: ImageClassifier) -> dict[str, Any]:
+    """Everything besides the weights that predicting needs, as plain JSON values."""
+    hparams = {k: v for k, v in model.hparams.items() if not k.startswith("_")}
+    return {
+        "format": "zoo-model/1",
+        "family": model.family,
+        **model.data_config,
+        "hyper_parameters": json.loads(json.dumps(hparams, default=list)),
+        "info": getattr(model, "info", {}),
+    }
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> ImageClassifier:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "zoo" not in meta:
+        raise ZooError(f"{path} has no zoo metadata; export it with `zoo export --format safetensors`")
+    card = json.loads(meta["zoo"])
+    from safetensors.torch import load_file
+
+    model = _build(card["family"], card["hyper_parameters"])
+    model.net.load_state_dict(load_file(str(path)))
+    model.info = {**card.get("info", {}), "source": str(path)}
     return model.eval().to(map_location)

@@ -108,6 +108,7 @@ class ImageClassifier(L.LightningModule):
         self.test_metrics = _metrics(self.num_classes, "test/")
         self.val_acc_best = torchmetrics.MaxMetric()
         self.loss_trace: list[float] | None = None  # raw per-step losses, recorded for the LR finder
+        self.info: dict[str, Any] = {}  # where a loaded model came from (set by load_checkpoint)
         self.net: nn.Module
 
     @property

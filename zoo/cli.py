@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
@@ -33,6 +34,9 @@ VERBS = {
     "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
     "lr-find": "run the learning-rate range test and print the suggested lr",
+    "predict": "top-k predictions for image files/folders as JSON lines (--checkpoint, .ckpt or .onnx)",
+    "export": "write a checkpoint as ONNX, TorchScript or safetensors, with its class names and preprocessing",
+    "app": "launch the Gradio app: predictions and a Grad-CAM view (--checkpoint, repeatable)",
 }
 LINKED = ("class_names", "image_size", "channels", "mean", "std")
 RUN_DIR = "<run_dir>"  # stands for the run folder in a logger's save_dir
@@ -188,10 +192,77 @@ def lr_find_main(args: list[str]) -> None:
     print(f"{suggestion:.6g}")
 
 
+def _no_overwrite(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise ZooError(f"{path} already exists; choose another --output or pass --overwrite")
+
+
+def predict_main(args: list[str]) -> int:
+    """`zoo predict`: exit 0 when every file was predicted, 1 when some could not be read."""
+    from apps.inference import Predictor, expand_paths, write_predictions
+
+    p = argparse.ArgumentParser(prog="zoo predict", description=VERBS["predict"])
+    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument(
+        "--checkpoint", required=True, help="a zoo .ckpt, or a .onnx/.safetensors from `zoo export`"
+    )
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--output", type=Path, help="write a .jsonl or .csv file instead of printing JSON lines")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    a = p.parse_args(args)
+    if a.output:
+        if a.output.suffix not in (".jsonl", ".csv"):
+            raise ZooError(f"--output {a.output}: use a .jsonl or .csv file name")
+        _no_overwrite(a.output, a.overwrite)
+    paths = expand_paths(a.paths)
+    if not paths:
+        raise ZooError(f"no images found in {' '.join(a.paths)}")
+    predictor = Predictor(a.checkpoint)
+    done, failed = write_predictions(predictor.predict_files(paths, a.top_k, a.batch_size), a.output)
+    if a.output or failed:
+        console.print(
+            f"predicted {done} image(s){f', {failed} failed' if failed else ''}"
+            + (f" -> {a.output}" if a.output else "")
+        )
+    return 1 if failed else 0
+
+
+def export_main(args: list[str]) -> int:
+    from zoo.checkpoint import load_checkpoint
+    from zoo.export import FORMATS, export
+
+    p = argparse.ArgumentParser(prog="zoo export", description=VERBS["export"])
+    p.add_argument("--checkpoint", required=True, type=Path, help="a zoo .ckpt")
+    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--output", type=Path, help="default: the checkpoint's path with the format's suffix")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    a = p.parse_args(args)
+    output = a.output or a.checkpoint.with_suffix(FORMATS[a.format])
+    _no_overwrite(output, a.overwrite)
+    card = export(load_checkpoint(a.checkpoint), a.format, output)
+    check = (
+        f"; onnxruntime vs PyTorch max |diff| = {card['max_abs_diff']:.1e}" if "max_abs_diff" in card else ""
+    )
+    console.print(f"[bold green]exported[/] {output} (metadata also in {output}.json){check}")
+    return 0
+
+
+def app_main(args: list[str]) -> int:
+    from apps.gradio_app import launch, parser
+
+    a = parser().parse_args(args)
+    launch(a.checkpoint, a.host, a.port, a.share, a.top_k)
+    return 0
+
+
 def print_help() -> None:
     print("usage: zoo <verb> [options]   (zoo <verb> --help for a verb's options)\n\nverbs:")
     for verb, text in VERBS.items():
         print(f"  {verb:<10} {text}")
+
+
+COMMANDS = {"predict": predict_main, "export": export_main, "app": app_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,10 +287,15 @@ def main(argv: list[str] | None = None) -> int:
             ZooCLI(args=[verb, *rest])
         elif verb == "lr-find":
             lr_find_main(rest)
+        elif verb in COMMANDS:
+            return COMMANDS[verb](rest)
         else:
             print_help()
             console.print(f"zoo: error: unknown verb {verb!r}; choose one of {', '.join(VERBS)}")
             return 2
+    except BrokenPipeError:  # `zoo predict ... | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as err:
         user_error = _find_user_error(err)
         if user_error is None:

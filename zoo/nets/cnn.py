@@ -58,7 +58,9 @@ class CNN(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout2d(dropout))
             blocks.append(nn.Sequential(*layers))
-        self.blocks = nn.Sequential(*blocks)  # Grad-CAM's target layer is blocks[-1]
+        self.blocks = nn.Sequential(*blocks)
+        # Grad-CAM looks at the last activation before the final pooling: the finest last-block map.
+        self.cam_layer = blocks[-1][-3 if dropout > 0 else -2]
         self.num_features = width
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(width, num_classes))

@@ -1,0 +1,164 @@
+"""Predicting with a trained model: a .ckpt, a zoo .safetensors export or an ONNX export."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datamodules.images import list_images, load_image, to_array
+from datamodules.transforms import eval_transform
+from zoo.checkpoint import load_checkpoint, model_card
+from zoo.errors import ZooError
+
+MODEL_SUFFIXES = (".ckpt", ".safetensors", ".onnx")
+
+
+class Predictor:
+    """A model and exactly the eval preprocessing it was trained with.
+
+    Args:
+        path: a zoo .ckpt, a .safetensors from `zoo export`, or a .onnx from `zoo export`.
+        device: torch device for .ckpt/.safetensors models ("cpu", "cuda").
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        self.path = Path(path).expanduser()
+        if self.path.suffix not in MODEL_SUFFIXES:
+            raise ZooError(f"--checkpoint {self.path}: expected one of {', '.join(MODEL_SUFFIXES)}")
+        self.device = torch.device(device)
+        self.model = None
+        self.session = None
+        if self.path.suffix == ".onnx":
+            self.card = self._open_onnx()
+        else:
+            self.model = load_checkpoint(self.path, map_location=self.device)
+            self.card = model_card(self.model)
+        self.class_names: list[str] = list(self.card["class_names"])
+        self.channels: int = self.card["channels"]
+        self.transform = eval_transform(self.card["image_size"])
+
+    def _open_onnx(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        if not self.path.is_file():
+            raise ZooError(f"model file {self.path} not found")
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception as err:
+            raise ZooError(f"cannot load ONNX model {self.path}: {err}") from err
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "zoo" not in meta:
+            raise ZooError(
+                f"{self.path} has no zoo metadata (class names, preprocessing); export it with `zoo export`"
+            )
+        return json.loads(meta["zoo"])
+
+    # --- preprocessing ----------------------------------------------------------------------
+    def prepare(self, image: np.ndarray | Image.Image | str | Path) -> torch.Tensor:
+        """One image (array, PIL image or file) -> (C, H, W) float in [0, 1], as in validation."""
+        if isinstance(image, (str, Path)):
+            image = load_image(image, self.channels)
+        elif isinstance(image, Image.Image):
+            image = to_array(image, self.channels)
+        elif image.ndim == 2 or image.shape[-1] != self.channels:
+            image = to_array(Image.fromarray(image.squeeze()), self.channels)
+        return self.transform(image=image)["image"].float().div_(255)
+
+    # --- prediction -------------------------------------------------------------------------
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, num_classes) logits, without gradients."""
+        if self.session is not None:
+            return torch.from_numpy(self.session.run(None, {"image": batch.numpy()})[0])
+        with torch.inference_mode():
+            return self.model(batch.to(self.device)).float().cpu()
+
+    def predict(self, images: list, top_k: int = 5) -> list[dict[str, Any]]:
+        """Top-k labels and probabilities for each image, in one batch."""
+        return self.rank(torch.stack([self.prepare(img) for img in images]), top_k)
+
+    def rank(self, batch: torch.Tensor, top_k: int) -> list[dict[str, Any]]:
+        """Top-k labels and probabilities for a preprocessed (B, C, H, W) batch."""
+        probs = self.logits(batch).softmax(dim=-1)
+        scores, idx = probs.topk(min(top_k, len(self.class_names)), dim=-1)
+        out = []
+        for row_scores, row_idx in zip(scores.tolist(), idx.tolist(), strict=True):
+            topk = [
+                {"label": self.class_names[i], "score": s} for s, i in zip(row_scores, row_idx, strict=True)
+            ]
+            out.append({"label": topk[0]["label"], "score": topk[0]["score"], "topk": topk})
+        return out
+
+    def predict_files(
+        self, paths: Iterable[Path], top_k: int = 5, batch_size: int = 32
+    ) -> Iterator[dict[str, Any]]:
+        """Predict files in batches, in input order; a file that cannot be read yields {"path", "error"}."""
+        pending: list[tuple[Path, torch.Tensor | str]] = []
+        for path in paths:
+            try:
+                pending.append((path, self.prepare(path)))
+            except Exception as err:  # any decoder error: report it, go on with the rest
+                pending.append((path, f"{type(err).__name__}: {err}"))
+            if len(pending) == batch_size:
+                yield from self._flush(pending, top_k)
+                pending = []
+        yield from self._flush(pending, top_k)
+
+    def _flush(self, pending: list[tuple[Path, torch.Tensor | str]], top_k: int) -> Iterator[dict[str, Any]]:
+        tensors = [item for _, item in pending if isinstance(item, torch.Tensor)]
+        ranked = iter(self.rank(torch.stack(tensors), top_k) if tensors else [])
+        for path, item in pending:
+            yield (
+                {"path": str(path), **next(ranked)}
+                if isinstance(item, torch.Tensor)
+                else {"path": str(path), "error": item}
+            )
+
+
+def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, directories searched recursively with the training image rules."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        # A file named directly is always tried: if it is no image, it gets its own error line.
+        out += list_images(path) if path.is_dir() else [path]
+    return out
+
+
+def write_predictions(rows: Iterable[dict[str, Any]], output: Path | None, stream=None) -> tuple[int, int]:
+    """JSON lines to `stream` (stdout) or to a .jsonl/.csv file.
+
+    Returns:
+        (images predicted, files that failed).
+    """
+    import csv
+    import sys
+
+    done = failed = 0
+    stream = stream or sys.stdout
+    handle = open(output, "w", newline="") if output else stream  # noqa: SIM115 - closed below
+    try:
+        writer = None
+        if output and output.suffix == ".csv":
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "score", "topk", "error"])
+        for row in rows:
+            failed += "error" in row
+            done += "error" not in row
+            if writer:
+                topk = json.dumps(row["topk"]) if "topk" in row else ""
+                writer.writerow(
+                    [row["path"], row.get("label", ""), row.get("score", ""), topk, row.get("error", "")]
+                )
+            else:
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+    finally:
+        if output:
+            handle.close()
+    return done, failed

@@ -1,0 +1,82 @@
+"""`zoo export`: three formats, each self-describing, ONNX checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from zoo.checkpoint import load_checkpoint
+from zoo.cli import main
+from zoo.export import InferenceModule, check_images
+
+
+def test_onnx_export_has_metadata_a_dynamic_batch_and_matches_pytorch(trained_ckpt, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(trained_ckpt), "--format", "onnx", "--output", str(out)]) == 0
+    assert "max |diff|" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]  # one self-contained file
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    card = json.loads(meta["zoo"])
+    assert card["class_names"] == ["cat", "dog", "owl"] and card["image_size"] == 16 and card["channels"] == 3
+    assert len(card["mean"]) == 3 and card["max_abs_diff"] <= 1e-4
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["class_names"] == card["class_names"]
+    model = load_checkpoint(trained_ckpt)
+    session = ort.InferenceSession(str(out))
+    for batch in (1, 3, 11):
+        x = torch.rand(batch, 3, 16, 16)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= 1e-4
+
+
+def test_torchscript_export_round_trips(trained_ckpt, tmp_path):
+    out = tmp_path / "m.pt"
+    assert (
+        main(["export", "--checkpoint", str(trained_ckpt), "--format", "torchscript", "--output", str(out)])
+        == 0
+    )
+    files = {"zoo.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=files)
+    assert json.loads(files["zoo.json"])["class_names"] == ["cat", "dog", "owl"]
+    model = load_checkpoint(trained_ckpt)
+    x = check_images(model)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-5)
+
+
+def test_safetensors_export_round_trips_through_load_checkpoint(trained_ckpt, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert (
+        main(["export", "--checkpoint", str(trained_ckpt), "--format", "safetensors", "--output", str(out)])
+        == 0
+    )
+    original, restored = load_checkpoint(trained_ckpt), load_checkpoint(out)
+    assert restored.data_config == original.data_config
+    x = check_images(original)
+    with torch.no_grad():
+        assert torch.equal(restored(x), original(x))
+
+
+def test_default_output_path_and_no_overwrite(trained_ckpt, capsys):
+    target = trained_ckpt.with_suffix(".safetensors")
+    target.unlink(missing_ok=True)
+    assert main(["export", "--checkpoint", str(trained_ckpt), "--format", "safetensors"]) == 0
+    assert target.is_file()
+    assert main(["export", "--checkpoint", str(trained_ckpt), "--format", "safetensors"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    target.unlink()
+
+
+def test_inference_module_is_plain_pytorch(trained_ckpt):
+    module = InferenceModule(load_checkpoint(trained_ckpt))
+    assert not any("lightning" in type(m).__module__ for m in module.modules())
+
+
+@pytest.mark.parametrize("fmt", ["tflite"])
+def test_unknown_format_is_rejected(trained_ckpt, fmt, capsys):
+    assert main(["export", "--checkpoint", str(trained_ckpt), "--format", fmt]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""`zoo export`: ONNX, TorchScript or safetensors files that describe themselves."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.checkpoint import model_card
+from zoo.classifier import ImageClassifier
+from zoo.errors import ZooError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+ONNX_TOLERANCE = 1e-4
+
+
+class InferenceModule(nn.Module):
+    """Normalisation + net as a plain nn.Module (no Lightning): input (B, C, H, W) in [0, 1] -> logits."""
+
+    def __init__(self, model: ImageClassifier) -> None:
+        super().__init__()
+        self.net = model.net
+        self.register_buffer("mean", model.mean.clone())
+        self.register_buffer("std", model.std.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def check_images(model: ImageClassifier, n: int = 8) -> torch.Tensor:
+    """A fixed batch to compare runtimes on: bundled sample images (real structure) plus uniform noise."""
+    from datamodules.folder import sample_root
+    from datamodules.images import list_images, load_image
+    from datamodules.transforms import eval_transform
+
+    cfg = model.data_config
+    transform = eval_transform(cfg["image_size"])
+    paths = list_images(sample_root() / "val")[::20][: n // 2]
+    real = [transform(image=load_image(p, cfg["channels"]))["image"].float() / 255 for p in paths]
+    noise = torch.rand(
+        n - len(real),
+        cfg["channels"],
+        cfg["image_size"],
+        cfg["image_size"],
+        generator=torch.Generator().manual_seed(0),
+    )
+    return torch.cat([torch.stack(real), noise]) if real else noise
+
+
+def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
+    """Write `model` to `output` in `fmt` plus a sidecar `output.json` with its model card.
+
+    Returns:
+        The card, with `max_abs_diff` against PyTorch for ONNX.
+    """
+    if fmt not in FORMATS:
+        raise ZooError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    card = model_card(model)
+    module = InferenceModule(model).eval().float()
+    example = torch.rand(2, card["channels"], card["image_size"], card["image_size"])
+    if fmt == "onnx":
+        _export_onnx(module, example, output, card, check_images(model))
+    elif fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; it still runs
+            traced = torch.jit.trace(module, example)
+        torch.jit.save(traced, str(output), _extra_files={"zoo.json": json.dumps(card)})
+    else:
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in model.net.state_dict().items()}
+        save_file(state, str(output), metadata={"zoo": json.dumps(card)})
+    Path(f"{output}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _export_onnx(
+    module: nn.Module, example: torch.Tensor, output: Path, card: dict, images: torch.Tensor
+) -> float:
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        module, (example,), str(output), input_names=["image"], output_names=["logits"],
+        dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False, external_data=False,
+    )  # fmt: skip
+    diff = onnx_parity(module, output, images)
+    if diff > ONNX_TOLERANCE:
+        output.unlink()
+        raise ZooError(
+            f"ONNX export differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); please report it"
+        )
+    card["max_abs_diff"] = diff
+    proto = onnx.load(str(output))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "zoo", json.dumps(card)
+    onnx.save(proto, str(output))
+    return diff
+
+
+def onnx_parity(module: nn.Module, path: Path, images: torch.Tensor) -> float:
+    """Largest |logit difference| between onnxruntime and PyTorch on `images` (one batch, then one image)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = module(images).numpy()
+    got = session.run(None, {"image": images.numpy()})[0]
+    single = session.run(None, {"image": images[:1].numpy()})[0]  # the batch axis really is dynamic
+    return float(max(np.abs(got - expected).max(), np.abs(single - expected[:1]).max()))
