@@ -64,7 +64,8 @@ def explain(
         class_index: the class to explain; None = the predicted class.
     """
     model = model.float().eval()
-    x = image[None].float().to(model.mean.device)  # (1, C, H, W)
+    image = image.float()
+    x = image[None].to(model.mean.device)  # (1, C, H, W)
     with torch.no_grad():
         predicted = int(model(x).argmax(dim=-1))
     index = predicted if class_index is None else int(class_index)
