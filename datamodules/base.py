@@ -49,6 +49,13 @@ def default_num_workers() -> int:
     return max(0, min(8, cpus - 1))
 
 
+def _nbytes_or_zero(path: Path, channels: int) -> int:
+    try:
+        return image_nbytes(path, channels)
+    except Exception:  # an unreadable header: the decode pass reports the file
+        return 0
+
+
 def _total_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
@@ -82,6 +89,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if channels not in (1, 3):
             raise ZooError(f"--data.channels must be 1 or 3, got {channels}")
+        if batch_size < 1:
+            raise ZooError(f"--data.batch_size must be at least 1, got {batch_size}")
         if image_size < 8:
             raise ZooError(f"--data.image_size must be at least 8, got {image_size}")
         self.image_size = image_size
@@ -136,11 +145,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if not path_splits:
             return
         all_paths = [p for s in path_splits.values() for p in s.items]
-        try:
-            need = sum(image_nbytes(p, self.channels) for p in all_paths)
-        except Exception:  # an unreadable header: the decode pass below reports it
-            need = self.cache_bytes + 1
-        keep = need <= self.cache_bytes
+        keep = sum(_nbytes_or_zero(p, self.channels) for p in all_paths) <= self.cache_bytes
 
         def decode(path: Path):
             try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from datamodules.base import ImageClassificationDataModule, Split
-from datamodules.images import IMG_EXTENSIONS, list_images
+from datamodules.images import IMG_EXTENSIONS, is_image_file, list_images
 from datamodules.transforms import Augment
 from zoo.errors import ZooError
 
@@ -53,6 +54,19 @@ def _scan_classes(
     return names, files
 
 
+def _check_not_nested_splits(folder: Path, names: list[str]) -> None:
+    """`PATH/training/<class>/` with `PATH/testing/<class>/` would give the classes training, testing."""
+    if len(names) < 2:
+        return
+    subdirs = [{d.name for d in _class_dirs(folder / n)} for n in names]
+    direct = [any(is_image_file(p) for p in (folder / n).iterdir()) for n in names]
+    if not any(direct) and subdirs[0] and all(sub == subdirs[0] for sub in subdirs):
+        raise ZooError(
+            f"{folder} looks like split folders ({', '.join(names)}) that each hold the same class folders "
+            f"({', '.join(sorted(subdirs[0])[:5])}); rename them train/ and val/ (and test/), or pass one as --data.root"
+        )
+
+
 def _as_split(files: dict[str, list[Path]], class_names: list[str]) -> Split:
     items, labels = [], []
     for idx, name in enumerate(class_names):
@@ -61,11 +75,19 @@ def _as_split(files: dict[str, list[Path]], class_names: list[str]) -> Split:
     return Split(items, np.asarray(labels, dtype=np.int64))
 
 
+def _rank_key(path: Path, root: Path, seed: int) -> str:
+    return hashlib.sha1(f"{seed}/{path.relative_to(root).as_posix()}".encode()).hexdigest()
+
+
 def stratified_split(
-    files: dict[str, list[Path]], class_names: list[str], val_fraction: float, seed: int
+    files: dict[str, list[Path]], class_names: list[str], val_fraction: float, seed: int, root: Path
 ) -> tuple[Split, Split]:
-    """Per-class seeded shuffle; each class gives round(n * val_fraction) images (>= 1) to val."""
-    rng = np.random.default_rng(seed)
+    """Each class gives its round(n * val_fraction) (>= 1) images with the lowest seeded hash to val.
+
+    Ordering by a hash of the path, not by a shuffle of the list, keeps the split stable when images
+    are added: an image never moves from val to train, and from train to val only when the class's
+    val count grows by one.
+    """
     train: dict[str, list[Path]] = {}
     val: dict[str, list[Path]] = {}
     for name in class_names:
@@ -74,10 +96,10 @@ def stratified_split(
             raise ZooError(
                 f"class {name!r} has only {len(paths)} image; a train/val split needs at least 2 per class"
             )
-        order = rng.permutation(len(paths))
+        order = sorted(paths, key=lambda p: _rank_key(p, root, seed))
         n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
-        val[name] = sorted(paths[i] for i in order[:n_val])
-        train[name] = sorted(paths[i] for i in order[n_val:])
+        val[name] = sorted(order[:n_val])
+        train[name] = sorted(order[n_val:])
     return _as_split(train, class_names), _as_split(val, class_names)
 
 
@@ -124,6 +146,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             )
         self.layout = self._detect_layout()
         names, _ = _scan_classes(self.layout["train"])
+        _check_not_nested_splits(self.layout["train"], names)
         self._class_names = names
 
     def _detect_layout(self) -> dict[str, Path]:
@@ -152,7 +175,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             splits["val"] = _as_split(_scan_classes(self.layout["val"], names)[1], names)
         else:
             splits["train"], splits["val"] = stratified_split(
-                train_files, names, self.val_fraction, self.split_seed
+                train_files, names, self.val_fraction, self.split_seed, self.layout["train"]
             )
             self._save_split_lists(splits, names)
         if "test" in self.layout:

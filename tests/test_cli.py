@@ -50,7 +50,7 @@ def test_each_family_trains_and_its_checkpoint_carries_the_data_config(run_zoo, 
     assert h["channels"] == 3 and isinstance(h["mean"], list) and isinstance(h["image_size"], int)
     assert ckpt["zoo"]["family"] in ("mlp", "cnn", "timm")
     columns = set(read_metrics(run_dir)[0])
-    assert {"train/loss_step", "val/loss", "val/acc", "val/f1", "val/acc_best"} <= columns
+    assert {"train/loss", "train/loss_epoch", "val/loss", "val/acc", "val/f1", "val/acc_best"} <= columns
     assert "val/acc_top5" not in columns  # only 3 classes
     assert any(c.startswith("lr-") for c in columns)  # the LR is logged every step
 
@@ -150,6 +150,9 @@ def test_print_config_is_complete(run_zoo, capsys):
     for key in ("class_path: zoo.classifier.TimmClassifier", "freeze_epochs: 1", "backbone_lr_mult: 0.1",
                 "label_smoothing: 0.1", "class_path: datamodules.ImageFolderDataModule", "max_epochs: 5"):  # fmt: skip
         assert key in out
+    # ...and defaults the recipe does not spell out
+    for key in ("drop_rate: 0.0", "val_fraction: 0.2", "momentum: 0.9", "cache_gb: null", "runs_dir: runs"):
+        assert key in out
 
 
 def test_help_lists_every_verb(capsys):
@@ -217,4 +220,17 @@ def test_validate_rebuilds_the_checkpoints_model_and_rejects_data_it_cannot_read
         *NO_LOG,
     )
     assert rc == 2
-    assert "does not fit the model" in capsys.readouterr().err
+    assert "trained with channels=3 but this data gives 1" in capsys.readouterr().err
+
+
+def test_logger_in_yaml_with_run_dir_placeholder(run_zoo, image_folder, tmp_path):
+    extra = tmp_path / "tb.yaml"
+    extra.write_text(
+        "trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
+        "    init_args: {save_dir: <run_dir>}\n"
+    )
+    rc, runs = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--config", extra, "--data.root", image_folder,
+                       "--data.channels", 3, "--data.image_size", 16, *FAST)  # fmt: skip
+    assert rc == 0
+    run_dir = only_run_dir(runs, "cnn")
+    assert list(run_dir.glob("events.out.tfevents.*")) and not (Path("<run_dir>")).exists()

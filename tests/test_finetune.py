@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import FAST
+from tests.conftest import FAST, only_run_dir
 from zoo.classifier import TimmClassifier
 from zoo.errors import ZooError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ["--model.backbone", "resnet10t", "--model.pretrained", "false", "--data.image_size", 32,
-        "--trainer.logger", "false", "--data.num_workers", 0, "--trainer.enable_model_summary", "false"]  # fmt: skip
+        "--trainer.logger", "false", "--data.num_workers", 0, "--trainer.enable_model_summary", "false",
+        "--trainer.log_every_n_steps", 1]  # fmt: skip
 CLASSES = {"class_names": ["a", "b", "c"], "image_size": 32, "channels": 3}
 
 
@@ -54,14 +56,20 @@ def test_schedule_survives_resume(run_zoo, image_folder, tmp_path, freeze_epochs
     assert epochs[-1]["requires_grad"] and epochs[-1]["epoch"] == 2  # max_epochs grew from 1 to 3
 
 
-def test_backbone_learning_rate_multiplier():
-    model = TimmClassifier(backbone="resnet10t", pretrained=False, backbone_lr_mult=0.1, lr=0.01, **CLASSES)
-    model.trainer = None
-    groups = model.param_groups()
-    assert groups[1]["lr_scale"] == 0.1
+def test_backbone_learning_rate_multiplier_reaches_the_optimizer():
+    from types import SimpleNamespace
+
+    model = TimmClassifier(
+        backbone="resnet10t", pretrained=False, backbone_lr_mult=0.1, lr=0.01, scheduler="constant", **CLASSES
+    )
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    optimizer = model.configure_optimizers()
     head = {id(p) for p in model.net.get_classifier().parameters()}
-    assert {id(p) for p in groups[0]["params"]} == head
-    assert not head & {id(p) for p in groups[1]["params"]}
+    for group in optimizer.param_groups:
+        in_head = {id(p) for p in group["params"]} <= head
+        assert group["lr"] == pytest.approx(0.01 if in_head else 0.001)
+        assert group["weight_decay"] == (0.0 if all(p.ndim <= 1 for p in group["params"]) else 0.01)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.net.parameters()))
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -104,6 +112,50 @@ def test_zoo_checkpoint_as_weights_resets_a_head_for_other_classes(run_zoo, imag
     assert torch.equal(same.net.fc.weight, trained) and not torch.equal(other.net.fc.weight, trained)
 
 
+def test_evaluating_a_finetuned_checkpoint_needs_neither_network_nor_the_starting_weights(
+    run_zoo, image_folder, tmp_path, monkeypatch, capsys
+):
+    import zoo.weights
+
+    weights = tmp_path / "start.safetensors"
+    save_file(timm.create_model("resnet10t", num_classes=1000).state_dict(), str(weights))
+    args = ["--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *TINY]
+    assert run_zoo("fit", *args, "--model.weights", weights, "--trainer.max_epochs", 1)[0] == 0
+    ckpt = next(Path("runs").rglob("best.ckpt"))
+    weights.unlink()  # the starting weights are gone...
+    monkeypatch.setattr(zoo.weights, "hub_reachable", lambda *a, **k: False)  # ...and so is the network
+    capsys.readouterr()
+    assert run_zoo("validate", *args, "--model.pretrained", "true", "--ckpt_path", ckpt)[0] == 0
+    assert "val/acc" in capsys.readouterr().out
+
+
+def test_best_score_survives_a_resume(run_zoo, image_folder):
+    args = [
+        "--config",
+        CONFIGS / "resnet18_finetune.yaml",
+        "--data.root",
+        image_folder,
+        *TINY,
+        "--trainer.logger",
+        "CSVLogger",
+    ]
+    assert run_zoo("fit", *args, "--trainer.max_epochs", 2)[0] == 0
+    first = only_run_dir(Path("runs"), "resnet18_finetune")
+    best_before = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
+        "val_acc_best.max_value"
+    ]
+    assert (
+        run_zoo("fit", *args, "--trainer.max_epochs", 3, "--ckpt_path", first / "checkpoints" / "last.ckpt")[
+            0
+        ]
+        == 0
+    )
+    resumed = only_run_dir(Path("runs"), "resnet18_finetune")
+    with open(resumed / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/acc_best")]
+    assert float(rows[-1]["val/acc_best"]) >= float(best_before) - 1e-6
+
+
 def test_weights_path_errors_are_user_errors(tmp_path):
     with pytest.raises(ZooError, match="not found"):
         TimmClassifier(backbone="resnet10t", weights=str(tmp_path / "nope.pth"), **CLASSES)
@@ -125,3 +177,21 @@ def test_pretrained_without_network_fails_fast_with_a_pointer_to_weights(
     assert rc == 2
     err = capsys.readouterr().err
     assert "cannot get pretrained weights for 'resnet18'" in err and "--model.weights" in err
+
+
+def test_warns_when_the_data_is_not_normalised_as_the_pretrained_weights_expect():
+    import warnings
+
+    odd = TimmClassifier(backbone="resnet10t", pretrained=False, **CLASSES)  # default mean/std 0.5
+    with pytest.warns(UserWarning, match=r"pretrained with mean=\[0.485, 0.456, 0.406\]"):
+        odd._check_normalisation()
+    imagenet = TimmClassifier(
+        backbone="resnet10t",
+        pretrained=False,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        **CLASSES,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        imagenet._check_normalisation()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import lightning as L
+import timm
+import timm.data
 import torch
 import torchmetrics
 from torch import nn
@@ -39,6 +42,13 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def cosine_between(start: float, end: float, frac: float) -> float:
     """Cosine interpolation from start (frac=0) to end (frac=1)."""
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples compare equal, floats to 6 digits (YAML round trips)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def _metrics(num_classes: int, prefix: str) -> torchmetrics.MetricCollection:
@@ -107,6 +117,7 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = _metrics(self.num_classes, "val/")
         self.test_metrics = _metrics(self.num_classes, "test/")
         self.val_acc_best = torchmetrics.MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run knows its best
         self.loss_trace: list[float] | None = None  # raw per-step losses, recorded for the LR finder
         self.info: dict[str, Any] = {}  # where a loaded model came from (set by load_checkpoint)
         self.net: nn.Module
@@ -135,15 +146,13 @@ class ImageClassifier(L.LightningModule):
         if self.device.type == "cuda":
             self.to(memory_format=torch.channels_last)
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget what the sanity check saw
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
         self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, prog_bar=True)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -163,7 +172,8 @@ class ImageClassifier(L.LightningModule):
         acc = values.pop("val/acc")
         self.log("val/acc", acc, prog_bar=True)
         self.log_dict(values)
-        self.val_acc_best(acc)
+        if not self.trainer.sanity_checking:  # the untrained sanity pass is no "best"
+            self.val_acc_best(acc)
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -214,6 +224,17 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The CLI links the data's classes and preprocessing into the model; a checkpoint trained
+        # on other classes or statistics would load its weights and then be silently wrong.
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("class_names", "image_size", "channels", "mean", "std"):
+            if key in saved and _plain(saved[key]) != _plain(self.hparams[key]):
+                raise ZooError(
+                    f"the checkpoint was trained with {key}={_plain(saved[key])} but this data gives "
+                    f"{_plain(self.hparams[key])}; use the data (and --data.* options) it was trained with"
+                )
 
 
 @register("mlp")
@@ -278,6 +299,12 @@ class CNNClassifier(ImageClassifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        size = self.hparams.image_size
+        if size >> len(channels_per_block) < 1:
+            raise ZooError(
+                f"{len(channels_per_block)} conv blocks halve {size} px below 1 px; "
+                f"use at most {size.bit_length() - 1} blocks or a larger --data.image_size"
+            )
         self.net = CNN(
             self.num_classes,
             self.hparams.channels,
@@ -332,11 +359,26 @@ class TimmClassifier(ImageClassifier):
         )
         if weights:
             load_weights(self.net, weights, class_names=list(h.class_names))
+        if pretrained and weights is None and h.channels == 3:
+            self._check_normalisation()
         head = self.net.get_classifier()
         head_ids = {id(p) for p in head.parameters()}
         self.head_params = list(head.parameters())
         self.backbone_params = [p for p in self.net.parameters() if id(p) not in head_ids]
         self.backbone_frozen = False
+
+    def _check_normalisation(self) -> None:
+        """Pretrained weights expect their own mean/std (timm's data config): say so if the data differs."""
+        expected = timm.data.resolve_model_data_config(self.net)
+        got = (self.mean.flatten().tolist(), self.std.flatten().tolist())
+        want = (list(expected["mean"]), list(expected["std"]))
+        if any(abs(a - b) > 1e-3 for g, w in zip(got, want, strict=True) for a, b in zip(g, w, strict=True)):
+            warnings.warn(
+                f"{self.hparams.backbone} was pretrained with mean={[round(v, 4) for v in want[0]]}, "
+                f"std={[round(v, 4) for v in want[1]]} but the data normalises with mean={got[0]}, std={got[1]}; "
+                f"pass --data.mean and --data.std with the pretrained values",
+                stacklevel=2,
+            )
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [

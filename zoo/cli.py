@@ -94,6 +94,16 @@ class ZooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self._cfg()
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and not Path(ckpt_path).is_file():
+            raise ZooError(
+                f"--ckpt_path {ckpt_path} not found; pass a .ckpt from runs/<experiment>/<version>/checkpoints/"
+            )
+        if ckpt_path:  # the checkpoint holds the trained weights: do not download or read the starting ones
+            for section in ("init_args", "dict_kwargs"):
+                args = cfg.model.get(section)
+                if args and "pretrained" in args:
+                    args["pretrained"], args["weights"] = False, None
         experiment = cfg.experiment or _family_of(cfg.model.class_path)
         self.run_dir = new_run_dir(cfg.runs_dir, experiment)
         self.experiment = experiment
@@ -144,7 +154,12 @@ class ZooCLI(LightningCLI):
     # --- subcommand hooks --------------------------------------------------------------------
     def before_fit(self) -> None:
         console.print(f"[bold]run folder[/] {self.run_dir}")
-        if self._cfg().lr_find or self.model.lr == "auto":
+        if self._cfg().get("ckpt_path"):
+            if self._cfg().lr_find or self.model.lr == "auto":
+                console.print("LR finder skipped: a resumed run continues the schedule it was saved with")
+            if self.model.lr == "auto":
+                self.model.lr = 1e-3  # overwritten by the restored optimizer and schedule
+        elif self._cfg().lr_find or self.model.lr == "auto":
             find_lr(self.trainer, self.model, self.datamodule, self.run_dir)
 
     def after_fit(self) -> None:

@@ -19,10 +19,23 @@ from zoo.errors import ZooError
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick probe, so an offline machine fails in seconds instead of minutes of retries."""
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick probe, so an offline machine fails in seconds instead of minutes of retries.
+
+    Behind a proxy the probe cannot tell, so it says yes and leaves the hub client to decide.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hf_constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(hf_constants.ENDPOINT)  # honours HF_ENDPOINT mirrors
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ):
             return True
     except OSError:
         return False

@@ -42,6 +42,21 @@ def test_class_layout_gets_a_stratified_seeded_split_saved_in_the_run_dir(tmp_pa
     ).read_text().splitlines() == val_list  # same seed, same split
 
 
+def test_split_stays_put_when_images_are_added(tmp_path):
+    root = make_folder(tmp_path / "grow", n=10)
+    dm = ImageFolderDataModule(str(root), image_size=16, num_workers=0, cache_gb=0)
+    dm.setup("fit")
+    before_val = set(dm.splits["val"].items)
+    for c, name in enumerate(dm.class_names):  # one more image per class: val stays at 2 each
+        write_class_images(root / name, 1, seed=99 + c)
+        (root / name / "img_000.png").rename(root / name / "new_000.png")
+        (root / name / "img_000.png").write_bytes((root / name / "new_000.png").read_bytes())
+    grown = ImageFolderDataModule(str(root), image_size=16, num_workers=0, cache_gb=0)
+    grown.setup("fit")
+    assert not set(grown.splits["val"].items) & set(dm.splits["train"].items)  # no training image leaks
+    assert len(before_val - set(grown.splits["val"].items)) <= 3  # at most one per class made room
+
+
 def test_split_layout_accepts_valid_and_test(tmp_path):
     root = make_folder(tmp_path / "d", layout="split")
     (root / "val").rename(root / "valid")
@@ -80,6 +95,15 @@ def test_broken_files_are_listed_skipped_and_strict_fails(tmp_path, image_folder
     assert len((tmp_path / "run" / "bad_files.txt").read_text().splitlines()) == 2
     total = sum(len(s.labels) for s in dm.splits.values())
     assert total == 30  # the two broken files are left out
+    assert isinstance(dm.splits["train"].items[0], np.ndarray)  # the rest is still cached in RAM
+    streamed = ImageFolderDataModule(str(image_folder), image_size=16, num_workers=0, cache_gb=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        streamed.setup("fit")
+    for split in streamed.splits.values():  # labels still belong to their files after the removal
+        assert all(
+            p.parent.name == streamed.class_names[y] for p, y in zip(split.items, split.labels, strict=True)
+        )
     strict = ImageFolderDataModule(str(image_folder), image_size=16, num_workers=0, strict=True)
     with pytest.raises(ZooError, match="cannot be decoded"):
         strict.setup("fit")

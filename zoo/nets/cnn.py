@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import get_act_layer
 from torch import nn
+
+from zoo.nets.layers import activation_layer
 
 
 class CNN(nn.Module):
@@ -41,7 +42,7 @@ class CNN(nn.Module):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-        act = get_act_layer(activation)
+        act = activation_layer(activation)
         blocks = []
         width = in_chans
         for out in channels:

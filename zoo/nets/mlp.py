@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import get_act_layer
 from torch import nn
+
+from zoo.nets.layers import activation_layer
 
 
 class MLP(nn.Module):
@@ -31,7 +32,7 @@ class MLP(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        act = get_act_layer(activation)
+        act = activation_layer(activation)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_chans * image_size * image_size
         for hidden in hidden_sizes:
