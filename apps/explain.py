@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,12 +68,11 @@ def explain(
     model = model.float().eval()
     image = image.float()
     x = image[None].to(model.mean.device)  # (1, C, H, W)
-    with torch.no_grad():
-        predicted = int(model(x).argmax(dim=-1))
-    index = predicted if class_index is None else int(class_index)
     layer = target_layer(model)
     with torch.autocast(x.device.type, enabled=False), torch.enable_grad():
         if layer is None:
+            with torch.no_grad():
+                index = int(model(x).argmax(dim=-1)) if class_index is None else int(class_index)
             heatmap = _saliency(model, x, index)
             used, note = (
                 SALIENCY,
@@ -80,14 +81,39 @@ def explain(
         else:
             if method not in METHODS:
                 raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-            with METHODS[method](model=model, target_layers=[layer]) as cam:
-                heatmap = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
+            heatmap, index = _cam(model, layer, METHODS[method], x, class_index)
             used, note = method, f"{method} on {_layer_name(model, layer)}."
     rgb = image.permute(1, 2, 0).cpu().numpy().astype(np.float32)  # (H, W, C)
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, axis=-1)
     overlay = show_cam_on_image(rgb, heatmap.astype(np.float32), use_rgb=True)
     return Explanation(heatmap, overlay, index, used, note)
+
+
+def _cam(
+    model: ImageClassifier, layer: nn.Module, method, x: torch.Tensor, class_index: int | None
+) -> tuple[np.ndarray, int]:
+    """One forward and a backward through the layers after `layer` only.
+
+    The CAM needs d(score)/d(activation of `layer`), nothing below it: the graph is cut there
+    (the layer's output becomes a fresh leaf) and no parameter asks for a gradient, so backward
+    costs the head, not the whole net. The predicted class comes from the CAM's own forward.
+    """
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    cut = layer.register_forward_hook(lambda module, inputs, out: out.detach().requires_grad_(True) * 1.0)
+    try:
+        with method(model=model, target_layers=[layer]) as cam:
+            targets = None if class_index is None else [ClassifierOutputTarget(int(class_index))]
+            with contextlib.redirect_stderr(io.StringIO()):  # ScoreCAM draws tqdm bars
+                heatmap = cam(input_tensor=x, targets=targets)[0]
+            index = int(cam.outputs.argmax(dim=-1)[0]) if class_index is None else int(class_index)
+    finally:
+        cut.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+    return heatmap, index
 
 
 def _saliency(model: ImageClassifier, x: torch.Tensor, index: int) -> np.ndarray:

@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import yaml
+from PIL import Image
 
 from apps.explain import METHODS, explain
 from apps.inference import Predictor
@@ -20,6 +22,7 @@ from datamodules.images import list_images
 
 PREDICTED = "predicted class"
 MAX_FILE_SIZE = "10mb"
+DISPLAY_SIDE = 384
 
 
 def example_images(predictor: Predictor, per_model: int = 6) -> list[str]:
@@ -41,6 +44,16 @@ def example_images(predictor: Predictor, per_model: int = 6) -> list[str]:
         found = list_images(sample_root() / "val")
     step = max(1, len(found) // per_model)
     return [str(p) for p in found[::step][:per_model] if p.is_file()]
+
+
+def for_display(overlay: np.ndarray, min_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """Models see small images (28 px for Fashion-MNIST): scale the overlay up so people can see it."""
+    height, width = overlay.shape[:2]
+    scale = min_side / min(height, width)
+    if scale <= 1:
+        return overlay
+    size = (round(width * scale), round(height * scale))
+    return np.asarray(Image.fromarray(overlay).resize(size, Image.BILINEAR))
 
 
 def model_info(name: str, predictor: Predictor) -> str:
@@ -100,7 +113,7 @@ def build_demo(checkpoints: list[str], top_k: int = 5, device: str = "cpu") -> g
         with lock:
             result = explain(predictor.model, load(image, predictor), method, class_index)
         label = predictor.class_names[result.class_index]
-        return result.overlay, f"**{result.method}** for class **{label}**. {result.note}"
+        return for_display(result.overlay), f"**{result.method}** for class **{label}**. {result.note}"
 
     def switch_model(model_name: str):
         predictor = pick(model_name)

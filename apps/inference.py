@@ -49,7 +49,10 @@ class Predictor:
         if not self.path.is_file():
             raise ZooError(f"model file {self.path} not found")
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            # Idle threads that spin steal the cores from whatever runs next (torch, the app): no spinning.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as err:
             raise ZooError(f"cannot load ONNX model {self.path}: {err}") from err
         meta = self.session.get_modelmeta().custom_metadata_map
