@@ -88,7 +88,8 @@ def test_top5_and_test_split_with_validate_and_test(run_zoo, tmp_path, capsys):
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     capsys.readouterr()
     assert run_zoo("test", *args, "--ckpt_path", ckpt, *NO_LOG)[0] == 0
-    assert "test/acc" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "test/ece" in out
     assert run_zoo("validate", *args, "--ckpt_path", ckpt, *NO_LOG)[0] == 0
     assert "val/acc" in capsys.readouterr().out
 

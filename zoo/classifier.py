@@ -116,6 +116,14 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
         self.val_metrics = _metrics(self.num_classes, "val/")
         self.test_metrics = _metrics(self.num_classes, "test/")
+        # Expected calibration error (15 bins, L1): are the scores honest probabilities?
+        self.test_metrics.add_metrics(
+            {
+                "ece": torchmetrics.classification.MulticlassCalibrationError(
+                    self.num_classes, n_bins=15, norm="l1"
+                )
+            }
+        )
         self.val_acc_best = torchmetrics.MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run knows its best
         self.loss_trace: list[float] | None = None  # raw per-step losses, recorded for the LR finder
