@@ -195,3 +195,14 @@ def test_warns_when_the_data_is_not_normalised_as_the_pretrained_weights_expect(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         imagenet._check_normalisation()
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_improvement(run_zoo, image_folder):
+    # lr 1e-9: val/acc (almost surely) stops improving after the first epoch
+    args = ["--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST, "--trainer.logger", "false"]
+    assert run_zoo("fit", *args, "--trainer.max_epochs", 3, "--model.lr", 1e-9)[0] == 0
+    checkpoints = only_run_dir(Path("runs"), "cnn") / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    best = torch.load(checkpoints / "best.ckpt", weights_only=True)
+    assert last["epoch"] == 2  # Lightning's save_last would leave it at the best epoch
+    assert best["epoch"] == 0 or best["global_step"] <= last["global_step"]

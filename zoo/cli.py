@@ -122,16 +122,17 @@ class ZooCLI(LightningCLI):
         loggers = self._loggers(trainer_cfg.get("logger"))
         kwargs["logger"] = loggers or False
         if self.subcommand in (None, "fit"):
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=self.run_dir / "checkpoints",
-                    filename="best",
-                    monitor="val/acc",
-                    mode="max",
-                    save_last=True,
-                    auto_insert_metric_name=False,
-                )
+            checkpoints = self.run_dir / "checkpoints"
+            best = ModelCheckpoint(
+                checkpoints, "best", monitor="val/acc", mode="max", auto_insert_metric_name=False
             )
+            # Not `save_last=True`: Lightning 2.6 rewrites last.ckpt only in epochs that improve val/acc, so
+            # a resume would silently repeat every epoch since the best one. An unmonitored callback saves
+            # every epoch.
+            last = ModelCheckpoint(
+                checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False
+            )
+            callbacks += [best, last]  # best first: it is trainer.checkpoint_callback
             if loggers:
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
         if trainer_cfg.get("enable_progress_bar", True) is not False and not any(
