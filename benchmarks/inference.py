@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ import torch
 
 from apps.explain import explain
 from apps.inference import Predictor
+from benchmarks.machine import describe
 from datamodules.folder import sample_root
 from datamodules.images import list_images
 from zoo.checkpoint import load_checkpoint
@@ -102,7 +102,7 @@ def bench(name: str, ckpt: Path, repeats: int, workdir: Path) -> dict:
 
 def run(repeats: int) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    results = {"machine": describe(),
                "repeats": repeats, "models": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         cwd = os.getcwd()

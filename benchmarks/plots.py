@@ -1,0 +1,121 @@
+"""Draw one PNG per comparison from the JSON results: `python -m benchmarks.plots`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def bars(name: str, labels: list[str], values: list[float], title: str, xlabel: str, goal: float | None = None,
+         fmt: str = "{:.3f}", lim: tuple[float, float] | None = None) -> None:  # fmt: skip
+    """Horizontal bars, zoo's in colour and its peers' in grey, first label on top."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(values) + 1.2))
+    peers = ("published", "torchvision", "plain", "eager", "bare", "fastai")
+    colours = ["0.6" if lbl.startswith(peers) or "scratch" in lbl else "C0" for lbl in labels]
+    ax.barh(range(len(values)), values, color=colours)
+    for i, v in enumerate(values):
+        ax.text(v, i, " " + fmt.format(v), ha="left", va="center", fontsize=8)
+    if goal is not None:
+        ax.axvline(goal, color="C3", ls="--", lw=1, label=f"goal {goal}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(*(lim or (0, max(values) * 1.15)))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    plt.close(fig)
+
+
+def curves(race: dict) -> None:
+    """Validation accuracy against wall time since launch, every round of both tools."""
+    target = race["common_target"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for tool, colour in (("zoo", "C0"), ("fastai", "0.5")):
+        for i, curve in enumerate(race["curves"][tool]):
+            ax.plot([p["time"] for p in curve], [p["val_acc"] for p in curve], "o-", color=colour, ms=3,
+                    label=f"{tool} (median {race[tool]['median_time_to_s_by_target'][str(target)]:.1f} s to {target})"
+                    if i == 0 else None)  # fmt: skip
+    ax.axhline(
+        target, color="C3", ls="--", lw=1, label=f"{target}: highest target both reached in every round"
+    )
+    ax.set_xlabel("seconds since the process started")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"Time to accuracy, same folder/net/weights ({race['rounds']} rounds each)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "fastai_time_to_accuracy.png", dpi=110)
+    plt.close(fig)
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main() -> None:
+    if acc := load("fashion_mnist_accuracy"):
+        from benchmarks.fashion_mnist_accuracy import PUBLISHED
+
+        labels = [f"zoo {k}" for k in acc["zoo"]] + [
+            f"published: {k.split(' (')[0].split(',')[0]}" for k in PUBLISHED
+        ]
+        values = [r["test_acc"] for r in acc["zoo"].values()] + list(PUBLISHED.values())
+        bars("fashion_mnist_accuracy", labels, values, "Fashion-MNIST test accuracy (10k test set)", "accuracy",
+             lim=(0.85, 0.965))  # fmt: skip
+    if tr := load("transfer"):
+        sizes = sorted(tr, key=int, reverse=True)
+        labels = [f"{name}, {n}/class" for n in sizes for name in ("fine-tuned", "scratch")]
+        values = [tr[n][f"median_{name}"] for n in sizes for name in ("finetuned", "scratch")]
+        bars(
+            "transfer",
+            labels,
+            values,
+            "Classes 5-9 test accuracy by labelled images per class (medians)",
+            "accuracy",
+        )
+    if lo := load("loop_overhead"):
+        bars("loop_overhead", ["zoo fit", "plain PyTorch (NCHW)", "plain PyTorch (channels_last)"],
+             [lo["median_zoo"], lo["median_plain"], lo["median_plain_channels_last"]],
+             "Training throughput, same CNN/data/steps", "images/s", fmt="{:.0f}")  # fmt: skip
+    if dp := load("data_pipeline"):
+        m = dp["medians"]
+        keys = [
+            "zoo_cached_train",
+            "zoo_streamed_train",
+            "torchvision_train",
+            "zoo_cached_eval",
+            "zoo_streamed_eval",
+            "torchvision_eval",
+        ]
+        bars("data_pipeline", [k.replace("_", " ") for k in keys], [m[k] for k in keys],
+             f"Data pipeline, 224 px JPEGs, {dp['workers']} worker(s)", "images/s", fmt="{:.0f}")  # fmt: skip
+    if race := load("fastai_time_to_accuracy"):
+        curves(race)
+    if inf := load("inference"):
+        names = list(inf["models"])
+        labels = [
+            f"{n}: {k}" for n in names for k in ("predict/forward", "Grad-CAM/forward", "eager/ONNX b1")
+        ]
+        values = [v for n in names for v in (inf["models"][n]["predict_vs_forward"], inf["models"][n]["gradcam_vs_forward"],
+                                             inf["models"][n]["onnx_speedup_b1"])]  # fmt: skip
+        bars(
+            "inference",
+            labels,
+            values,
+            "Inference: ratios (lower is better for the first two)",
+            "ratio",
+            fmt="{:.2f}",
+        )
+
+
+if __name__ == "__main__":
+    main()

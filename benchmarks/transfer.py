@@ -1,0 +1,188 @@
+"""Transfer learning that visibly pays: pretrain on Fashion-MNIST classes 0-4, fine-tune on 5-9.
+
+    python -m benchmarks.transfer [--per-class 20] [--seeds 3] [--reuse-backbone]
+
+1. Pretrain resnet10t from scratch on classes 0-4 (2,000 training images each) with `zoo fit`.
+2. On classes 5-9, with `--per-class` labelled training images per class (plus as many for
+   validation, which picks the checkpoint): fine-tune from step 1's checkpoint with
+   `--model.weights` and freeze->unfreeze, and train the same net from scratch.
+3. `zoo test` both on the 5,000 test images of classes 5-9. Repeated over seeds (different
+   labelled subsets); medians reported. Adds an entry per `--per-class` to
+   benchmarks/results/transfer.json; `--reuse-backbone` skips step 1 when its weights are saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.machine import describe
+from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, _find, read_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BACKBONE = ROOT / "benchmarks" / ".data" / "resnet10t_fmnist_classes0-4.safetensors"
+COMMON = ["--config", str(ROOT / "configs" / "resnet18_finetune.yaml"), "--model.backbone", "resnet10t",
+          "--data.image_size", "32", "--data.channels", "1", "--data.mean", "[0.5]", "--data.std", "[0.5]",
+          "--data.augment", "light", "--trainer.logger", "CSVLogger", "--trainer.enable_progress_bar", "false",
+          "--trainer.enable_model_summary", "false"]  # fmt: skip
+
+
+def write_folder(root: Path, images: np.ndarray, labels: np.ndarray, classes: list[int]) -> None:
+    for c in classes:
+        folder = root / CLASS_NAMES[c].lower().replace("/", "_").replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(labels == c):
+            Image.fromarray(images[i]).save(folder / f"{i:05d}.png")
+
+
+def zoo(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return proc.stderr
+
+
+def test_acc(workdir: Path, experiment: str, ckpt: Path, data: Path, extra: list[str]) -> float:
+    zoo(
+        "test",
+        *COMMON,
+        *extra,
+        "--data.root",
+        str(data),
+        "--ckpt_path",
+        str(ckpt),
+        "--experiment",
+        experiment,
+        cwd=workdir,
+    )
+    with open(next((workdir / "runs" / experiment).rglob("metrics.csv"))) as f:
+        return float(next(r["test/acc"] for r in csv.DictReader(f) if r.get("test/acc")))
+
+
+def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int, reuse: bool) -> dict:
+    idx = Path(DEBIAN_DIR)
+    train_x, train_y = read_idx(_find(idx, FILES["train"][0])), read_idx(_find(idx, FILES["train"][1]))
+    test_x, test_y = read_idx(_find(idx, FILES["test"][0])), read_idx(_find(idx, FILES["test"][1]))
+    results: dict = {
+        "machine": describe(),
+        "per_class": per_class,
+        "pretrain_epochs": pretrain_epochs,
+        "finetune_epochs": finetune_epochs,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if reuse and BACKBONE.exists():
+            pretrained = BACKBONE  # the same tensors as the checkpoint, without its classes 0-4 head
+            results["pretrained"] = f"reused {BACKBONE.relative_to(ROOT)}"
+        else:
+            start = time.perf_counter()
+            pretrained = pretrain(work, pretrain_epochs, train_x, train_y)
+            results["pretrain_wall_s"] = round(time.perf_counter() - start, 1)
+            results["pretrain_val_acc"] = float(zoo_best(pretrained))
+            save_backbone(pretrained, BACKBONE)
+        for seed in range(seeds):
+            # 2. the small labelled set of classes 5-9, and their full test set
+            data = work / f"small_{seed}"
+            pick_rng = np.random.default_rng(100 + seed)
+            for c in range(5, 10):
+                pick = pick_rng.permutation(np.flatnonzero(train_y == c))
+                for split, chosen in (("train", pick[:per_class]), ("val", pick[per_class : 2 * per_class])):
+                    mask = np.full(len(train_y), -1)
+                    mask[chosen] = c
+                    write_folder(data / split, train_x, mask, [c])
+            write_folder(data / "test", test_x, test_y, list(range(5, 10)))
+            run = {"seed": seed}
+            for name, extra in (
+                (
+                    "finetuned",
+                    [
+                        "--model.weights",
+                        str(pretrained),
+                        "--model.pretrained",
+                        "false",
+                        "--model.freeze_epochs",
+                        "3",
+                    ],
+                ),
+                ("scratch", ["--model.pretrained", "false", "--model.freeze_epochs", "0"]),
+            ):
+                experiment = f"{name}_{seed}"
+                zoo("fit", *COMMON, *extra, "--data.root", str(data), "--data.batch_size", "16", "--model.lr", "0.003",
+                    "--trainer.max_epochs", str(finetune_epochs), "--experiment", experiment, cwd=work)  # fmt: skip
+                ckpt = next((work / "runs" / experiment).rglob("best.ckpt"))
+                run[name] = test_acc(work, f"{experiment}_test", ckpt, data, ["--model.pretrained", "false"])
+            run["gain_points"] = 100 * (run["finetuned"] - run["scratch"])
+            results["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    for key in ("finetuned", "scratch", "gain_points"):
+        results[f"median_{key}"] = statistics.median(r[key] for r in results["runs"])
+    return results
+
+
+def pretrain(work: Path, epochs: int, train_x: np.ndarray, train_y: np.ndarray) -> Path:
+    """`zoo fit` resnet10t from scratch on classes 0-4 (2,000 train + 200 val images each); its best.ckpt."""
+    rng = np.random.default_rng(0)
+    pre = work / "pre"
+    for c in range(5):
+        pick = rng.permutation(np.flatnonzero(train_y == c))
+        for split, chosen in (("train", pick[:2000]), ("val", pick[2000:2200])):
+            mask = np.full(len(train_y), -1)
+            mask[chosen] = c
+            write_folder(pre / split, train_x, mask, [c])
+    zoo("fit", *COMMON, "--data.root", str(pre), "--model.pretrained", "false", "--model.freeze_epochs", "0",
+        "--model.lr", "0.003", "--trainer.max_epochs", str(epochs), "--experiment", "pretrain", cwd=work)  # fmt: skip
+    return next((work / "runs" / "pretrain").rglob("best.ckpt"))
+
+
+def save_backbone(ckpt: Path, path: Path) -> None:
+    """The pretrained net as plain timm tensors without its head: what `pretrained_cfg_overlay=dict(file=...)`
+    and `--model.weights` both load (benchmarks.fastai_time_to_accuracy starts both tools from it)."""
+    from safetensors.torch import save_file
+
+    from zoo.checkpoint import load_checkpoint
+
+    state = load_checkpoint(ckpt).net.state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items() if not k.startswith("fc.")}, str(path))
+
+
+def zoo_best(ckpt: Path) -> float:
+    from zoo.checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt).info["val_acc"]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument(
+        "--reuse-backbone", action="store_true", help=f"start from {BACKBONE.name} if present"
+    )
+    a = parser.parse_args()
+    out = main(a.per_class, a.seeds, a.pretrain_epochs, a.finetune_epochs, a.reuse_backbone)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "transfer.json"  # one entry per labelled-set size
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved = saved if "per_class" not in saved else {str(saved["per_class"]): saved}
+    path.write_text(json.dumps({**saved, str(a.per_class): out}, indent=1) + "\n")
+    print(f"test acc on classes 5-9, {a.per_class} labelled images/class: fine-tuned {out['median_finetuned']:.4f}, "
+          f"scratch {out['median_scratch']:.4f}, gain {out['median_gain_points']:+.1f} points (median of {a.seeds})")  # fmt: skip

@@ -1,0 +1,73 @@
+"""The benchmark scripts' own parts: the clock zoo fit runs with, the loop-overhead race, the plots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from benchmarks import loop_overhead, plots
+from benchmarks.fashion_mnist_accuracy import machine_label, table
+from benchmarks.fastai_time_to_accuracy import time_to
+from benchmarks.machine import describe
+from tests.conftest import FAST, make_folder
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_epoch_clock_records_every_validation_epoch(tmp_path, monkeypatch):
+    clock = tmp_path / "clock.jsonl"
+    monkeypatch.setenv("ZOO_BENCH_CLOCK", str(clock))
+    monkeypatch.chdir(tmp_path)
+    make_folder(tmp_path / "images", n=6, layout="split")
+    args = ["fit", "--config", str(ROOT / "configs" / "cnn.yaml"), *FAST, "--trainer.max_epochs", "2"]
+    args += ["--data.root", str(tmp_path / "images"), "--trainer.logger", "false"]
+    assert main([*args, "--trainer.callbacks+=benchmarks.clock.EpochClock"]) == 0
+    lines = [json.loads(line) for line in clock.read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1]  # the sanity check is not an epoch
+    assert all(0 <= line["val_acc"] <= 1 for line in lines)
+    assert lines[0]["time"] < lines[1]["time"]
+
+
+def test_time_to_target_is_the_first_epoch_that_reaches_it():
+    curve = [{"time": 10.0, "val_acc": 0.8}, {"time": 20.0, "val_acc": 0.91}, {"time": 30.0, "val_acc": 0.95}]
+    assert time_to(curve, 0.9) == 20.0
+    assert time_to(curve, 0.8) == 10.0
+    assert time_to(curve, 0.99) is None
+
+
+def test_loop_overhead_runs_both_loops_through_the_real_paths():
+    out = loop_overhead.main(steps=8, rounds=1)
+    assert out["median_zoo"] > 0 and out["median_plain"] > 0 and out["median_plain_channels_last"] > 0
+    assert out["ratio"] == out["median_zoo"] / out["median_plain"]
+    assert out["machine"]["cores"] >= 1
+
+
+def test_machine_is_recorded_and_labelled():
+    m = describe()
+    assert {"cpu", "cores", "torch_cpu_capability", "bf16_cpu", "gpu", "torch"} <= set(m)
+    assert machine_label(m).endswith(f"CPU, {m['cores']} cores")
+
+
+def test_accuracy_table_has_zoo_rows_and_the_published_anchors():
+    results = json.loads((ROOT / "benchmarks" / "results" / "fashion_mnist_accuracy.json").read_text())
+    rows = table(results).splitlines()
+    assert len([r for r in rows if r.startswith("| zoo ")]) == len(results["zoo"])
+    assert any("published: ResNet18" in r for r in rows)
+
+
+def test_plots_draw_one_png_per_committed_result(tmp_path, monkeypatch):
+    committed = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert committed
+    for path in committed:
+        shutil.copy(path, tmp_path)
+    monkeypatch.setattr(plots, "RESULTS", tmp_path)
+    plots.main()
+    for path in committed:
+        png = tmp_path / f"{path.stem}.png"
+        assert png.exists(), png
+        with Image.open(png) as image:
+            assert image.size[0] > 300 and image.size[1] > 200
