@@ -28,6 +28,7 @@ from zoo.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # From the Fashion-MNIST README's benchmark table (/usr/share/doc/dataset-fashion-mnist/README.md.gz).
+RECIPES = ("mlp", "cnn")  # configs/fashion_mnist/<recipe>.yaml
 PUBLISHED = {
     "MLP 256-128-100 (no augmentation)": 0.8833,
     "2 Conv+pooling+BN (no augmentation)": 0.934,
@@ -95,11 +96,11 @@ def machine_label(m: dict) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "recipes", nargs="*", default=["mlp", "cnn"], help="configs/fashion_mnist/<recipe>.yaml"
-    )
     parser.add_argument("--precision", default="32-true")
-    a, overrides = parser.parse_known_args()
+    a, rest = parser.parse_known_args()
+    # recipe names anywhere; everything else goes to `zoo fit` (argparse would take override values for recipes)
+    a.recipes = [r for r in rest if r in RECIPES] or list(RECIPES)
+    overrides = [r for r in rest if r not in RECIPES]
     out = RESULTS / "fashion_mnist_accuracy.json"
     results = json.loads(out.read_text()) if out.exists() else {"zoo": {}}
     for recipe in a.recipes:

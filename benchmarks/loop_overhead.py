@@ -55,16 +55,17 @@ class StepTimer(L.Callback):
 
 
 def zoo_images_per_s(steps: int, workdir: Path) -> float:
+    # the class zoo loads, even when this file runs as __main__
+    from benchmarks.loop_overhead import StepTimer as Timer
+
+    Timer.images_per_s = 0.0
     code = zoo_main(["fit", "--config", str(CONFIG), "--data.augment", "none", "--data.num_workers", "1",
                  "--data.batch_size", str(BATCH), "--model.scheduler", "constant", "--model.lr", "0.001",
                  "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
                  "--trainer.logger", "CSVLogger", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
                  "--trainer.enable_model_summary", "false", "--trainer.callbacks+=benchmarks.loop_overhead.StepTimer",
                  "--runs_dir", str(workdir)])  # fmt: skip
-    assert code == 0, code
-    # the class zoo loaded, even when this file runs as __main__
-    from benchmarks.loop_overhead import StepTimer as Timer
-
+    assert code == 0 and Timer.images_per_s > 0, code
     return Timer.images_per_s
 
 
@@ -97,6 +98,8 @@ def plain_images_per_s(
 
 
 def main(steps: int, rounds: int) -> dict:
+    if steps <= 5:
+        raise SystemExit("--steps must be above 5: the first 5 steps are warm-up and not timed")
     torch.set_num_threads(os.cpu_count() or 1)
     dm = ImageFolderDataModule(None, image_size=28, channels=1, num_workers=0)
     dm.setup("fit")

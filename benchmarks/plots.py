@@ -37,16 +37,17 @@ def bars(name: str, labels: list[str], values: list[float], title: str, xlabel: 
 
 def curves(race: dict) -> None:
     """Validation accuracy against wall time since launch, every round of both tools."""
-    target = race["common_target"]
+    target = race.get("common_target")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for tool, colour in (("zoo", "C0"), ("fastai", "0.5")):
         for i, curve in enumerate(race["curves"][tool]):
             ax.plot([p["time"] for p in curve], [p["val_acc"] for p in curve], "o-", color=colour, ms=3,
-                    label=f"{tool} (median {race[tool]['median_time_to_s_by_target'][str(target)]:.1f} s to {target})"
-                    if i == 0 else None)  # fmt: skip
-    ax.axhline(
-        target, color="C3", ls="--", lw=1, label=f"{target}: highest target both reached in every round"
-    )
+                    label=(f"{tool} (median {race[tool]['median_time_to_s_by_target'][str(target)]:.1f} s to {target})"
+                           if target else tool) if i == 0 else None)  # fmt: skip
+    if target:
+        ax.axhline(
+            target, color="C3", ls="--", lw=1, label=f"{target}: highest target both reached in every round"
+        )
     ax.set_xlabel("seconds since the process started")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Time to accuracy, same folder/net/weights ({race['rounds']} rounds each)", fontsize=10)

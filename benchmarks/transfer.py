@@ -120,7 +120,18 @@ def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int,
                         "3",
                     ],
                 ),
-                ("scratch", ["--model.pretrained", "false", "--model.freeze_epochs", "0"]),
+                # a random backbone learns at the full lr: the 0.1x of the fine-tuning recipe is for pretrained ones
+                (
+                    "scratch",
+                    [
+                        "--model.pretrained",
+                        "false",
+                        "--model.freeze_epochs",
+                        "0",
+                        "--model.backbone_lr_mult",
+                        "1",
+                    ],
+                ),
             ):
                 experiment = f"{name}_{seed}"
                 zoo("fit", *COMMON, *extra, "--data.root", str(data), "--data.batch_size", "16", "--model.lr", "0.003",
@@ -145,7 +156,7 @@ def pretrain(work: Path, epochs: int, train_x: np.ndarray, train_y: np.ndarray) 
             mask = np.full(len(train_y), -1)
             mask[chosen] = c
             write_folder(pre / split, train_x, mask, [c])
-    zoo("fit", *COMMON, "--data.root", str(pre), "--model.pretrained", "false", "--model.freeze_epochs", "0",
+    zoo("fit", *COMMON, "--data.root", str(pre), "--model.pretrained", "false", "--model.freeze_epochs", "0", "--model.backbone_lr_mult", "1",
         "--model.lr", "0.003", "--trainer.max_epochs", str(epochs), "--experiment", "pretrain", cwd=work)  # fmt: skip
     return next((work / "runs" / "pretrain").rglob("best.ckpt"))
 
