@@ -30,7 +30,8 @@ from torchvision.transforms import v2
 from benchmarks.machine import describe
 from datamodules import ImageFolderDataModule
 from datamodules.base import default_num_workers
-from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, _find, read_idx
+from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, load_split
+from datamodules.samples.make_sample import folder_name
 
 RESULTS = Path(__file__).parent / "results"
 SIZE, BATCH = 224, 64
@@ -38,10 +39,9 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def write_jpegs(root: Path, n: int) -> None:
-    images = read_idx(_find(Path(DEBIAN_DIR), FILES["train"][0]))
-    labels = read_idx(_find(Path(DEBIAN_DIR), FILES["train"][1]))
+    images, labels = load_split(Path(DEBIAN_DIR), "train")
     for i in range(n):
-        folder = root / "train" / CLASS_NAMES[labels[i]].replace("/", "_").replace(" ", "_")
+        folder = root / "train" / folder_name(CLASS_NAMES[labels[i]])
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i]).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR).save(
             folder / f"{i}.jpg", quality=90

@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +20,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe
+from benchmarks.transfer import zoo  # runs `zoo` in a subprocess; its stderr tail on failure
 from zoo.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# From the Fashion-MNIST README's benchmark table (/usr/share/doc/dataset-fashion-mnist/README.md.gz).
 RECIPES = ("mlp", "cnn")  # configs/fashion_mnist/<recipe>.yaml
+# From the Fashion-MNIST README's benchmark table (/usr/share/doc/dataset-fashion-mnist/README.md.gz).
 PUBLISHED = {
     "MLP 256-128-100 (no augmentation)": 0.8833,
     "2 Conv+pooling+BN (no augmentation)": 0.934,
@@ -37,26 +35,15 @@ PUBLISHED = {
 }
 
 
-def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
-
-
 def run(recipe: str, workdir: Path, precision: str, overrides: list[str]) -> dict:
     config = str(ROOT / "configs" / "fashion_mnist" / f"{recipe}.yaml")
     start = time.perf_counter()
-    fit = zoo("fit", "--config", config, "--trainer.logger", "CSVLogger", "--trainer.enable_progress_bar", "false",
+    zoo("fit", "--config", config, "--trainer.logger", "CSVLogger", "--trainer.enable_progress_bar", "false",
               "--trainer.precision", precision, *overrides, cwd=workdir)  # fmt: skip
     fit_s = time.perf_counter() - start
-    if fit.returncode != 0:
-        raise SystemExit(fit.stderr[-3000:])
     ckpt = next((workdir / "runs").rglob("best.ckpt"))
-    test = zoo("test", "--config", config, *overrides, "--ckpt_path", str(ckpt), "--trainer.logger", "CSVLogger",
+    zoo("test", "--config", config, *overrides, "--ckpt_path", str(ckpt), "--trainer.logger", "CSVLogger",
                "--trainer.enable_progress_bar", "false", "--experiment", f"{recipe}_test", cwd=workdir)  # fmt: skip
-    if test.returncode != 0:
-        raise SystemExit(test.stderr[-3000:])
     with open(next((workdir / "runs" / f"{recipe}_test").rglob("metrics.csv"))) as f:
         metrics = {
             k: float(v) for row in csv.DictReader(f) for k, v in row.items() if v and k.startswith("test/")
@@ -99,11 +86,11 @@ if __name__ == "__main__":
     parser.add_argument("--precision", default="32-true")
     a, rest = parser.parse_known_args()
     # recipe names anywhere; everything else goes to `zoo fit` (argparse would take override values for recipes)
-    a.recipes = [r for r in rest if r in RECIPES] or list(RECIPES)
+    recipes = [r for r in rest if r in RECIPES] or list(RECIPES)
     overrides = [r for r in rest if r not in RECIPES]
     out = RESULTS / "fashion_mnist_accuracy.json"
     results = json.loads(out.read_text()) if out.exists() else {"zoo": {}}
-    for recipe in a.recipes:
+    for recipe in recipes:
         with tempfile.TemporaryDirectory() as tmp:
             r = run(recipe, Path(tmp), a.precision, overrides)
         key = " ".join([recipe, *overrides]) + f" [{a.precision}, {machine_label(r['machine'])}]"

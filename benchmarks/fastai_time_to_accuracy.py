@@ -112,29 +112,22 @@ def time_to(curve: list[dict], target: float) -> float | None:
 def write_data(root: Path, per_class: int) -> None:
     import numpy as np
 
-    from benchmarks.transfer import write_folder
-    from datamodules.fashion_mnist import DEBIAN_DIR, FILES, _find, read_idx
+    from benchmarks.transfer import write_subset
+    from datamodules.fashion_mnist import DEBIAN_DIR, load_split
 
-    x = read_idx(_find(Path(DEBIAN_DIR), FILES["train"][0]))
-    y = read_idx(_find(Path(DEBIAN_DIR), FILES["train"][1]))
-    rng = np.random.default_rng(7)
-    for c in range(5, 10):
-        pick = rng.permutation(np.flatnonzero(y == c))
-        for split, chosen in (("train", pick[:per_class]), ("val", pick[per_class : per_class + 200])):
-            mask = np.full(len(y), -1)
-            mask[chosen] = c
-            write_folder(root / split, x, mask, [c])
+    x, y = load_split(Path(DEBIAN_DIR), "train")
+    write_subset(root, x, y, range(5, 10), {"train": per_class, "val": 200}, np.random.default_rng(7))
 
 
 def ensure_backbone() -> Path:
-    from benchmarks.transfer import BACKBONE, pretrain, save_backbone
-    from datamodules.fashion_mnist import DEBIAN_DIR, FILES, _find, read_idx
+    from benchmarks.transfer import BACKBONE, PRETRAIN_EPOCHS, pretrain, save_backbone
+    from datamodules.fashion_mnist import DEBIAN_DIR, load_split
 
     if not BACKBONE.exists():
         with tempfile.TemporaryDirectory() as tmp:
-            x = read_idx(_find(Path(DEBIAN_DIR), FILES["train"][0]))
-            y = read_idx(_find(Path(DEBIAN_DIR), FILES["train"][1]))
-            save_backbone(pretrain(Path(tmp), 4, x, y), BACKBONE)
+            save_backbone(
+                pretrain(Path(tmp), PRETRAIN_EPOCHS, *load_split(Path(DEBIAN_DIR), "train")), BACKBONE
+            )
     return BACKBONE
 
 

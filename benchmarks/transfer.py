@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.machine import describe
-from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, _find, read_idx
+from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, load_split
+from datamodules.samples.make_sample import folder_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,15 +40,30 @@ COMMON = ["--config", str(ROOT / "configs" / "resnet18_finetune.yaml"), "--model
           "--trainer.enable_model_summary", "false"]  # fmt: skip
 
 
-def write_folder(root: Path, images: np.ndarray, labels: np.ndarray, classes: list[int]) -> None:
+PRETRAIN_EPOCHS = 4
+
+
+def write_class(root: Path, images: np.ndarray, indices: np.ndarray, c: int) -> None:
+    """images[indices] as PNGs in root/<class c's folder>/."""
+    folder = root / folder_name(CLASS_NAMES[c])
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        Image.fromarray(images[i]).save(folder / f"{i:05d}.png")
+
+
+def write_subset(root: Path, images: np.ndarray, labels: np.ndarray, classes: range, sizes: dict[str, int],
+                 rng: np.random.Generator) -> None:  # fmt: skip
+    """For each class, a random draw of sizes[split] images per split (disjoint), as root/<split>/<class>/."""
     for c in classes:
-        folder = root / CLASS_NAMES[c].lower().replace("/", "_").replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in np.flatnonzero(labels == c):
-            Image.fromarray(images[i]).save(folder / f"{i:05d}.png")
+        pick = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for split, n in sizes.items():
+            write_class(root / split, images, pick[start : start + n], c)
+            start += n
 
 
 def zoo(*args: str, cwd: Path) -> str:
+    """`zoo ARGS` in a subprocess with W&B off; exits with the tail of its stderr if it fails."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.run(
         [sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
@@ -75,9 +91,8 @@ def test_acc(workdir: Path, experiment: str, ckpt: Path, data: Path, extra: list
 
 
 def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int, reuse: bool) -> dict:
-    idx = Path(DEBIAN_DIR)
-    train_x, train_y = read_idx(_find(idx, FILES["train"][0])), read_idx(_find(idx, FILES["train"][1]))
-    test_x, test_y = read_idx(_find(idx, FILES["test"][0])), read_idx(_find(idx, FILES["test"][1]))
+    train_x, train_y = load_split(Path(DEBIAN_DIR), "train")
+    test_x, test_y = load_split(Path(DEBIAN_DIR), "test")
     results: dict = {
         "machine": describe(),
         "per_class": per_class,
@@ -99,14 +114,10 @@ def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int,
         for seed in range(seeds):
             # 2. the small labelled set of classes 5-9, and their full test set
             data = work / f"small_{seed}"
-            pick_rng = np.random.default_rng(100 + seed)
+            write_subset(data, train_x, train_y, range(5, 10), {"train": per_class, "val": per_class},
+                         np.random.default_rng(100 + seed))  # fmt: skip
             for c in range(5, 10):
-                pick = pick_rng.permutation(np.flatnonzero(train_y == c))
-                for split, chosen in (("train", pick[:per_class]), ("val", pick[per_class : 2 * per_class])):
-                    mask = np.full(len(train_y), -1)
-                    mask[chosen] = c
-                    write_folder(data / split, train_x, mask, [c])
-            write_folder(data / "test", test_x, test_y, list(range(5, 10)))
+                write_class(data / "test", test_x, np.flatnonzero(test_y == c), c)
             run = {"seed": seed}
             for name, extra in (
                 (
@@ -148,14 +159,8 @@ def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int,
 
 def pretrain(work: Path, epochs: int, train_x: np.ndarray, train_y: np.ndarray) -> Path:
     """`zoo fit` resnet10t from scratch on classes 0-4 (2,000 train + 200 val images each); its best.ckpt."""
-    rng = np.random.default_rng(0)
     pre = work / "pre"
-    for c in range(5):
-        pick = rng.permutation(np.flatnonzero(train_y == c))
-        for split, chosen in (("train", pick[:2000]), ("val", pick[2000:2200])):
-            mask = np.full(len(train_y), -1)
-            mask[chosen] = c
-            write_folder(pre / split, train_x, mask, [c])
+    write_subset(pre, train_x, train_y, range(5), {"train": 2000, "val": 200}, np.random.default_rng(0))
     zoo("fit", *COMMON, "--data.root", str(pre), "--model.pretrained", "false", "--model.freeze_epochs", "0", "--model.backbone_lr_mult", "1",
         "--model.lr", "0.003", "--trainer.max_epochs", str(epochs), "--experiment", "pretrain", cwd=work)  # fmt: skip
     return next((work / "runs" / "pretrain").rglob("best.ckpt"))
@@ -183,7 +188,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS)
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument(
         "--reuse-backbone", action="store_true", help=f"start from {BACKBONE.name} if present"

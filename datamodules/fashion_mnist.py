@@ -43,6 +43,18 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of the "train" or "test" IDX files in `root`."""
+    paths = [_find(root, stem) for stem in FILES[split]]
+    if None in paths:
+        raise ZooError(
+            f"Fashion-MNIST IDX files not found in {root}; install them with "
+            "`apt-get install dataset-fashion-mnist`, pass --data.root DIR, or --data.download true"
+        )
+    images, labels = (read_idx(p) for p in paths)
+    return images, labels.astype(np.int64)
+
+
 class FashionMNISTDataModule(ImageClassificationDataModule):
     """Fashion-MNIST: 60k train (a stratified `val_fraction` held out for val) and the 10k test set.
 
@@ -87,14 +99,8 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
                 FashionMNIST(str(self.root), train=train, download=True)
 
     def _load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        paths = [_find(self.root, stem) for stem in FILES[split]]
-        if None in paths:
-            raise ZooError(
-                f"Fashion-MNIST IDX files not found in {self.root}; install them with "
-                "`apt-get install dataset-fashion-mnist`, pass --data.root DIR, or --data.download true"
-            )
-        images, labels = (read_idx(p) for p in paths)
-        return images[..., None], labels.astype(np.int64)  # (N, 28, 28, 1)
+        images, labels = load_split(self.root, split)
+        return images[..., None], labels  # (N, 28, 28, 1)
 
     def _find_splits(self) -> dict[str, Split]:
         images, labels = self._load("train")

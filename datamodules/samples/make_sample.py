@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, FILES, _find, read_idx
+from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, load_split
 
 PER_CLASS = {"train": 100, "val": 20}
 
@@ -21,8 +21,7 @@ def folder_name(class_name: str) -> str:
 
 def main(idx_dir: str = DEBIAN_DIR) -> None:
     out = Path(__file__).parent / "fashion_mnist_small"
-    images = read_idx(_find(Path(idx_dir), FILES["train"][0]))
-    labels = read_idx(_find(Path(idx_dir), FILES["train"][1]))
+    images, labels = load_split(Path(idx_dir), "train")
     for split in PER_CLASS:
         shutil.rmtree(out / split, ignore_errors=True)
     for c, name in enumerate(CLASS_NAMES):
