@@ -41,7 +41,7 @@ class Predictor:
             self.card = model_card(self.model)
         self.class_names: list[str] = list(self.card["class_names"])
         self.channels: int = self.card["channels"]
-        self.transform = eval_transform(self.card["image_size"])
+        self.transform = eval_transform(self.card["image_size"], self.card.get("interpolation", "bilinear"))
 
     def _open_onnx(self) -> dict[str, Any]:
         import onnxruntime as ort

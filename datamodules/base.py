@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import image_nbytes, load_image
-from datamodules.transforms import Augment, eval_transform, train_transform
+from datamodules.transforms import Augment, Interpolation, eval_transform, train_transform
 from zoo.errors import ZooError
 
 
@@ -66,11 +66,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
     Args:
         image_size: side of the square images the model sees.
         channels: 1 (grayscale) or 3 (RGB); images are converted on load.
-        mean: per-channel mean of [0, 1] pixels used by the model to normalise; None = 0.5 each.
+        mean: per-channel mean of [0, 1] pixels used by the model to normalise; None = 0.5 each
+            (`zoo fit` fills in a pretrained backbone's own statistics instead).
         std: per-channel std, as `mean`; None = 0.5 each.
+        interpolation: how images are resized: bilinear, bicubic, area or nearest; None = bilinear
+            (`zoo fit` fills in a pretrained backbone's own).
         batch_size: images per batch.
         num_workers: DataLoader worker processes; None = one fewer than the cores (at most 8).
-        augment: training augmentation preset: none, light (pad-crop + flip), standard (RRC + jitter).
+        augment: training augmentation preset: none, light (pad-crop), standard (RRC + jitter).
+        hflip: random horizontal flips in training; only for classes that a mirror image keeps.
         cache_gb: decoded images are kept in RAM when they fit in this many GiB;
             None = a fifth of the machine's RAM, 0 = never.
     """
@@ -81,9 +85,11 @@ class ImageClassificationDataModule(L.LightningDataModule):
         channels: int = 3,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        interpolation: Interpolation | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         augment: Augment = "light",
+        hflip: bool = False,
         cache_gb: float | None = None,
     ) -> None:
         super().__init__()
@@ -103,6 +109,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.augment = augment
+        self.hflip = hflip
+        self.interpolation = interpolation or "bilinear"
         self.cache_bytes = _total_ram() // 5 if cache_gb is None else int(cache_gb * 2**30)
         self.splits: dict[str, Split] = {}
 
@@ -124,6 +132,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             "channels": self.channels,
             "mean": self.mean,
             "std": self.std,
+            "interpolation": self.interpolation,
         }
 
     @property
@@ -188,13 +197,13 @@ class ImageClassificationDataModule(L.LightningDataModule):
         )
 
     # --- loaders -----------------------------------------------------------------------------
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, persistent: bool = True) -> DataLoader:
         if split not in self.splits:
             raise ZooError(f"this data set has no {split!r} split; {self._missing_split_hint(split)}")
         transform = (
-            train_transform(self.image_size, self.channels, self.augment)
+            train_transform(self.image_size, self.channels, self.augment, self.hflip, self.interpolation)
             if train
-            else eval_transform(self.image_size)
+            else eval_transform(self.image_size, self.interpolation)
         )
         dataset = ImageDataset(self.splits[split], transform, self.channels)
         return DataLoader(
@@ -203,12 +212,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def _missing_split_hint(self, split: str) -> str:
         return "use a data set that has one"
+
+    def eval_loader(self, split: str) -> DataLoader:
+        """One pass over a split in order with the eval pipeline (no augmentation): for feature caching."""
+        return self._loader(split, train=False, persistent=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.base import ImageClassificationDataModule, Split
-from datamodules.transforms import Augment
+from datamodules.transforms import Augment, Interpolation
 from zoo.errors import ZooError
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -76,12 +76,16 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         channels: int = 1,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        interpolation: Interpolation | None = None,
         batch_size: int = 256,
         num_workers: int | None = None,
         augment: Augment = "light",
+        hflip: bool = False,
         cache_gb: float | None = None,
     ) -> None:
-        super().__init__(image_size, channels, mean, std, batch_size, num_workers, augment, cache_gb)
+        super().__init__(
+            image_size, channels, mean, std, interpolation, batch_size, num_workers, augment, hflip, cache_gb
+        )
         self.root = Path(root).expanduser()
         self.download = download
         self.val_fraction = val_fraction

@@ -10,7 +10,7 @@ import numpy as np
 
 from datamodules.base import ImageClassificationDataModule, Split
 from datamodules.images import IMG_EXTENSIONS, is_image_file, list_images
-from datamodules.transforms import Augment
+from datamodules.transforms import Augment, Interpolation
 from zoo.errors import ZooError
 
 VAL_NAMES = ("val", "valid", "validation")
@@ -124,12 +124,16 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         channels: int = 3,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        interpolation: Interpolation | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         augment: Augment = "light",
+        hflip: bool = False,
         cache_gb: float | None = None,
     ) -> None:
-        super().__init__(image_size, channels, mean, std, batch_size, num_workers, augment, cache_gb)
+        super().__init__(
+            image_size, channels, mean, std, interpolation, batch_size, num_workers, augment, hflip, cache_gb
+        )
         if not 0.0 < val_fraction < 1.0:
             raise ZooError(f"--data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         self.root = Path(root).expanduser() if root is not None else sample_root()

@@ -15,32 +15,51 @@ from albumentations.pytorch import ToTensorV2
 
 Augment = Literal["none", "light", "standard"]
 AUGMENTS: tuple[str, ...] = ("none", "light", "standard")
+Interpolation = Literal["bilinear", "bicubic", "area", "nearest"]
+# timm's names (a pretrained config's `interpolation`) -> OpenCV's flags, which albumentations takes.
+INTERPOLATIONS = {
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "nearest": cv2.INTER_NEAREST,
+}
 
 
-def eval_transform(image_size: int) -> A.Compose:
+def eval_transform(image_size: int, interpolation: Interpolation = "bilinear") -> A.Compose:
     """Resize the shorter side to `image_size`, then centre-crop a square (timm's crop_pct=1.0)."""
-    return A.Compose(
-        [A.SmallestMaxSize(max_size=image_size), A.CenterCrop(image_size, image_size), ToTensorV2()]
-    )
+    resize = A.SmallestMaxSize(max_size=image_size, interpolation=INTERPOLATIONS[interpolation])
+    return A.Compose([resize, A.CenterCrop(image_size, image_size), ToTensorV2()])
 
 
-def train_transform(image_size: int, channels: int, augment: Augment = "light") -> A.Compose:
+def train_transform(
+    image_size: int,
+    channels: int,
+    augment: Augment = "light",
+    hflip: bool = False,
+    interpolation: Interpolation = "bilinear",
+) -> A.Compose:
     """Training pipeline for a preset.
 
     - ``none``: the eval pipeline.
-    - ``light``: pad-and-crop translation + horizontal flip; the classic small-image recipe
-      (CIFAR, Fashion-MNIST) that keeps the whole object in view.
-    - ``standard``: RandomResizedCrop + flip + colour jitter; the ImageNet fine-tuning recipe.
+    - ``light``: pad-and-crop translation; the classic small-image recipe (CIFAR, Fashion-MNIST)
+      that keeps the whole object in view.
+    - ``standard``: RandomResizedCrop + colour jitter; the ImageNet fine-tuning recipe.
+
+    `hflip` adds random horizontal flips (off by default: a flip changes digits, text and
+    left/right classes, so a recipe turns it on where the classes are mirror-symmetric).
     """
+    flag = INTERPOLATIONS[interpolation]
     if augment == "none":
-        return eval_transform(image_size)
-    if augment == "light":
+        ops = [
+            A.SmallestMaxSize(max_size=image_size, interpolation=flag),
+            A.CenterCrop(image_size, image_size),
+        ]
+    elif augment == "light":
         pad = max(2, image_size // 8)
         ops = [
-            A.SmallestMaxSize(max_size=image_size),
+            A.SmallestMaxSize(max_size=image_size, interpolation=flag),
             A.PadIfNeeded(image_size + pad, image_size + pad, border_mode=cv2.BORDER_CONSTANT, fill=0),
             A.RandomCrop(image_size, image_size),
-            A.HorizontalFlip(),
         ]
     elif augment == "standard":
         # Hue and saturation mean nothing for one channel: jitter brightness/contrast only.
@@ -50,10 +69,9 @@ def train_transform(image_size: int, channels: int, augment: Augment = "light") 
             else A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.8)
         )
         ops = [
-            A.RandomResizedCrop(size=(image_size, image_size), scale=(0.35, 1.0)),
-            A.HorizontalFlip(),
+            A.RandomResizedCrop(size=(image_size, image_size), scale=(0.35, 1.0), interpolation=flag),
             jitter,
         ]
     else:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {', '.join(AUGMENTS)}")
-    return A.Compose([*ops, ToTensorV2()])
+    return A.Compose([*ops, *([A.HorizontalFlip()] if hflip else []), ToTensorV2()])

@@ -57,3 +57,17 @@ class LrProbe(L.Callback):
             )
             with open(self.out, "w") as f:
                 json.dump({"model_lr": float(pl_module.lr), "base_lrs": [float(x) for x in base]}, f)
+
+
+class FlipProbe(L.Callback):
+    """Saves whether the training loader's pipeline really flips images (a HorizontalFlip in it)."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import albumentations as A
+
+        transform = trainer.train_dataloader.dataset.transform
+        with open(self.out, "w") as f:
+            json.dump({"hflip": any(isinstance(t, A.HorizontalFlip) for t in transform.transforms)}, f)

@@ -81,8 +81,9 @@ def test_local_weights_load_with_a_new_head_and_adapted_input(tmp_path, suffix, 
     model = TimmClassifier(
         backbone="resnet10t", pretrained=True, weights=str(path), **{**CLASSES, "channels": 1}
     )
+    model.prepare_start(None)  # weights load when a fit starts, not in __init__
     report = capsys.readouterr().err
-    assert report.split("shape mismatch (re-initialised): ")[1].strip() in (
+    assert report.split("shape mismatch (re-initialised): ")[1].splitlines()[0].strip() in (
         "fc.weight, fc.bias",
         "fc.bias, fc.weight",
     )
@@ -103,10 +104,12 @@ def test_zoo_checkpoint_as_weights_resets_a_head_for_other_classes(run_zoo, imag
     same = TimmClassifier(
         backbone="resnet10t", weights=str(ckpt), **{**CLASSES, "class_names": ["cat", "dog", "owl"]}
     )
+    same.prepare_start(None)
     assert "shape mismatch (re-initialised): none" in capsys.readouterr().err
     other = TimmClassifier(
         backbone="resnet10t", weights=str(ckpt), **{**CLASSES, "class_names": ["x", "y", "z"]}
     )
+    other.prepare_start(None)
     assert "re-initialised): none" not in capsys.readouterr().err
     trained = torch.load(ckpt, weights_only=True)["state_dict"]["net.fc.weight"]
     assert torch.equal(same.net.fc.weight, trained) and not torch.equal(other.net.fc.weight, trained)
@@ -115,7 +118,7 @@ def test_zoo_checkpoint_as_weights_resets_a_head_for_other_classes(run_zoo, imag
 def test_evaluating_a_finetuned_checkpoint_needs_neither_network_nor_the_starting_weights(
     run_zoo, image_folder, tmp_path, monkeypatch, capsys
 ):
-    import zoo.weights
+    import zoo.pretrained
 
     weights = tmp_path / "start.safetensors"
     save_file(timm.create_model("resnet10t", num_classes=1000).state_dict(), str(weights))
@@ -123,7 +126,7 @@ def test_evaluating_a_finetuned_checkpoint_needs_neither_network_nor_the_startin
     assert run_zoo("fit", *args, "--model.weights", weights, "--trainer.max_epochs", 1)[0] == 0
     ckpt = next(Path("runs").rglob("best.ckpt"))
     weights.unlink()  # the starting weights are gone...
-    monkeypatch.setattr(zoo.weights, "hub_reachable", lambda *a, **k: False)  # ...and so is the network
+    monkeypatch.setattr(zoo.pretrained, "hub_reachable", lambda *a, **k: False)  # ...and so is the network
     capsys.readouterr()
     assert run_zoo("validate", *args, "--model.pretrained", "true", "--ckpt_path", ckpt)[0] == 0
     assert "val/acc" in capsys.readouterr().out
@@ -156,27 +159,34 @@ def test_best_score_survives_a_resume(run_zoo, image_folder):
     assert float(rows[-1]["val/acc_best"]) >= float(best_before) - 1e-6
 
 
-def test_weights_path_errors_are_user_errors(tmp_path):
+def test_weights_path_errors_are_user_errors(run_zoo, image_folder, tmp_path, capsys):
+    # the file is read when a fit starts; `zoo fit` checks the path before anything else runs
+    missing = TimmClassifier(backbone="resnet10t", weights=str(tmp_path / "nope.pth"), **CLASSES)
     with pytest.raises(ZooError, match="not found"):
-        TimmClassifier(backbone="resnet10t", weights=str(tmp_path / "nope.pth"), **CLASSES)
+        missing.prepare_start(None)
     (tmp_path / "x.txt").write_text("x")
-    with pytest.raises(ZooError, match="unsupported file type"):
-        TimmClassifier(backbone="resnet10t", weights=str(tmp_path / "x.txt"), **CLASSES)
+    args = ["fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *TINY]
+    assert run_zoo(*args, "--model.weights", tmp_path / "x.txt")[0] == 2
+    assert "unsupported file type" in capsys.readouterr().err
+    assert run_zoo(*args, "--model.weights", tmp_path / "nope.pth")[0] == 2
+    assert "not found" in capsys.readouterr().err
 
 
 def test_pretrained_without_network_fails_fast_with_a_pointer_to_weights(
     run_zoo, image_folder, monkeypatch, capsys
 ):
-    import zoo.weights
+    import huggingface_hub.constants
 
-    monkeypatch.setattr(
-        zoo.weights, "hub_reachable", lambda *a, **k: False
-    )  # as on a machine with no network
-    monkeypatch.setenv("HF_HOME", str(Path.cwd() / "empty_hf_cache"))
+    import zoo.pretrained
+
+    # as on a machine with no network
+    monkeypatch.setattr(zoo.pretrained, "hub_reachable", lambda *a, **k: False)
+    # huggingface_hub reads HF_HOME once, at import: point its cache constant at an empty folder
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(Path.cwd() / "empty_hf_cache"))
     rc, _ = run_zoo("fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--data.root", image_folder, *FAST)
     assert rc == 2
     err = capsys.readouterr().err
-    assert "cannot get pretrained weights for 'resnet18'" in err and "--model.weights" in err
+    assert "no pretrained weights for 'resnet18'" in err and "--model.weights" in err
 
 
 def test_warns_when_the_data_is_not_normalised_as_the_pretrained_weights_expect():

@@ -17,7 +17,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the model a zoo checkpoint was trained as, in eval mode, from plain values only.
 
     The family comes from the checkpoint's "zoo" block and the architecture from its hyperparameters;
-    nothing is downloaded (pretrained weights are already in the state dict). `model.data_config`
+    nothing is downloaded (starting weights are read only when a fit starts). `model.data_config`
     then says how to preprocess: class names, image size, channels, mean and std.
     """
     path = Path(path).expanduser()
@@ -41,8 +41,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def _build(family: str, hyper_parameters: dict[str, Any]) -> ImageClassifier:
     hparams = {k: v for k, v in hyper_parameters.items() if not k.startswith("_")}
-    if "pretrained" in hparams:  # the trained weights are in the state dict: fetch nothing
-        hparams.update(pretrained=False, weights=None)
     if hparams.get("lr") == "auto":
         hparams["lr"] = 1e-3  # only the optimiser reads it
     return get_family(family)(**hparams)

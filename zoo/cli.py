@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import warnings
@@ -28,6 +29,7 @@ from zoo.runs import (
     remove_empty_run_dirs,
     wandb_offline,
 )
+from zoo.weights import check_weights_path
 
 VERBS = {
     "fit": "train a model (LightningCLI: --config, --model.*, --data.*, --trainer.*)",
@@ -37,8 +39,9 @@ VERBS = {
     "predict": "top-k predictions for image files/folders as JSON lines (--checkpoint, .ckpt or .onnx)",
     "export": "write a checkpoint as ONNX, TorchScript or safetensors, with its class names and preprocessing",
     "app": "launch the Gradio app: predictions and a Grad-CAM view (--checkpoint, repeatable)",
+    "models": "list the model families and timm backbones, marking those with pretrained weights here",
 }
-LINKED = ("class_names", "image_size", "channels", "mean", "std")
+LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation")
 RUN_DIR = "<run_dir>"  # stands for the run folder in a logger's save_dir
 console = Console(stderr=True, soft_wrap=True)
 
@@ -99,11 +102,10 @@ class ZooCLI(LightningCLI):
             raise ZooError(
                 f"--ckpt_path {ckpt_path} not found; pass a .ckpt from runs/<experiment>/<version>/checkpoints/"
             )
-        if ckpt_path:  # the checkpoint holds the trained weights: do not download or read the starting ones
-            for section in ("init_args", "dict_kwargs"):
-                args = cfg.model.get(section)
-                if args and "pretrained" in args:
-                    args["pretrained"], args["weights"] = False, None
+        _fill_data_defaults(cfg)
+        weights = (cfg.model.get("init_args") or {}).get("weights")
+        if weights and not ckpt_path and self.subcommand in (None, "fit", "lr-find"):
+            check_weights_path(weights)  # read when fitting starts; a typo should fail now, not minutes later
         experiment = cfg.experiment or _family_of(cfg.model.class_path)
         self.run_dir = new_run_dir(cfg.runs_dir, experiment)
         self.experiment = experiment
@@ -174,6 +176,26 @@ class ZooCLI(LightningCLI):
             )
         for run in offline_wandb_dirs(self.run_dir):
             console.print(f"[bold]W&B[/] offline run saved in {run}; upload it with: wandb sync {run}")
+
+
+def _fill_data_defaults(cfg: Any) -> None:
+    """Preprocessing the user left unset (null) comes from the model: a pretrained backbone's own statistics.
+
+    Filled into the config itself, so the run's config.yaml says what was used.
+    """
+    data = cfg.data.get("init_args")
+    if data is None:
+        return
+    args = cfg.model.get("init_args")
+    model_args = args.as_dict() if hasattr(args, "as_dict") else dict(args or {})
+    module, _, name = cfg.model.class_path.rpartition(".")
+    defaults = getattr(importlib.import_module(module), name).data_defaults(model_args)
+    channels = data.get("channels", 3)
+    for key, value in defaults.items():
+        if key in data and data[key] is None:
+            if key in ("mean", "std") and channels != len(value):  # grey input to an RGB net: one average
+                value = [round(sum(value) / len(value), 4)] * channels
+            data[key] = value
 
 
 def _data_config_getter(key: str):
@@ -264,6 +286,43 @@ def export_main(args: list[str]) -> int:
     return 0
 
 
+def models_main(args: list[str]) -> int:
+    """`zoo models`: families, then backbones, each with where its pretrained weights are on this machine."""
+    import fnmatch
+
+    import timm
+
+    from zoo.pretrained import PACKAGED, has_hub_weights, weights_here
+
+    p = argparse.ArgumentParser(prog="zoo models", description=VERBS["models"])
+    p.add_argument("pattern", nargs="?", help="timm backbones matching this wildcard, e.g. 'efficientnet*'")
+    p.add_argument("--available", action="store_true", help="only backbones with pretrained weights here")
+    a = p.parse_args(args)
+    print("families (--model.class_path zoo.classifier.X):")
+    for family, cls in FAMILIES.items():
+        print(f"  {family:<6} {cls.__name__:<16} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    names = fnmatch.filter(timm.list_models(), a.pattern) if a.pattern else sorted({*PACKAGED, "resnet18"})
+    rows = [(name, weights_here(name), has_hub_weights(name)) for name in names]
+    if a.available:
+        rows = [row for row in rows if row[1]]
+    print(
+        f"\ntimm backbones (--model.backbone NAME){'' if a.pattern else '; `zoo models PATTERN` searches all'}:"
+    )
+    for name, here, hub in rows:
+        where = (
+            f"pretrained weights here: {here}"
+            if here
+            else ("on the hub (needs network)" if hub else "no pretrained weights")
+        )
+        print(f"  {name:<34} {where}")
+    if not rows:
+        print(
+            "  none"
+            + (" with pretrained weights on this machine" if a.available else f" match {a.pattern!r}")
+        )
+    return 0
+
+
 def app_main(args: list[str]) -> int:
     from apps.gradio_app import launch, parser
 
@@ -278,7 +337,7 @@ def print_help() -> None:
         print(f"  {verb:<10} {text}")
 
 
-COMMANDS = {"predict": predict_main, "export": export_main, "app": app_main}
+COMMANDS = {"predict": predict_main, "export": export_main, "app": app_main, "models": models_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,10 @@ from zoo.classifier import ImageClassifier
 from zoo.errors import ZooError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
-ONNX_TOLERANCE = 1e-4
+# onnxruntime and PyTorch sum in different orders; deep nets amplify the rounding with the logits'
+# scale (a fine-tuned EfficientNet-Lite0 differs by 3.7e-4 at logits near 10). Allowed: 1e-4 plus
+# 1e-4 of the largest |logit|, and the same top-1 class for every image.
+ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-4
 
 
 class InferenceModule(nn.Module):
@@ -38,7 +41,7 @@ def check_images(model: ImageClassifier, n: int = 8) -> torch.Tensor:
     from datamodules.transforms import eval_transform
 
     cfg = model.data_config
-    transform = eval_transform(cfg["image_size"])
+    transform = eval_transform(cfg["image_size"], cfg["interpolation"])
     paths = list_images(sample_root() / "val")[::20][: n // 2]
     real = [transform(image=load_image(p, cfg["channels"]))["image"].float() / 255 for p in paths]
     noise = torch.rand(
@@ -89,11 +92,12 @@ def _export_onnx(
         module, (example,), str(output), input_names=["image"], output_names=["logits"],
         dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False, external_data=False,
     )  # fmt: skip
-    diff = onnx_parity(module, output, images)
-    if diff > ONNX_TOLERANCE:
+    diff, limit, same_top1 = onnx_parity(module, output, images)
+    if diff > limit or not same_top1:
         output.unlink()
         raise ZooError(
-            f"ONNX export differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); please report it"
+            f"ONNX export differs from PyTorch by {diff:.2e} (limit {limit:.2e}), "
+            f"top-1 {'agrees' if same_top1 else 'differs'}; please report it"
         )
     card["max_abs_diff"] = diff
     proto = onnx.load(str(output))
@@ -103,8 +107,12 @@ def _export_onnx(
     return diff
 
 
-def onnx_parity(module: nn.Module, path: Path, images: torch.Tensor) -> float:
-    """Largest |logit difference| between onnxruntime and PyTorch on `images` (one batch, then one image)."""
+def onnx_parity(module: nn.Module, path: Path, images: torch.Tensor) -> tuple[float, float, bool]:
+    """onnxruntime vs PyTorch on `images` (one batch, then one image).
+
+    Returns:
+        The largest |logit difference|, the limit it is held to, and whether every top-1 class agrees.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -112,4 +120,9 @@ def onnx_parity(module: nn.Module, path: Path, images: torch.Tensor) -> float:
         expected = module(images).numpy()
     got = session.run(None, {"image": images.numpy()})[0]
     single = session.run(None, {"image": images[:1].numpy()})[0]  # the batch axis really is dynamic
-    return float(max(np.abs(got - expected).max(), np.abs(single - expected[:1]).max()))
+    diff = float(max(np.abs(got - expected).max(), np.abs(single - expected[:1]).max()))
+    limit = ONNX_ATOL + ONNX_RTOL * float(np.abs(expected).max())
+    same_top1 = bool(
+        (got.argmax(-1) == expected.argmax(-1)).all() and single.argmax(-1)[0] == expected[0].argmax()
+    )
+    return diff, limit, same_top1

@@ -57,6 +57,7 @@ def find_lr(
     Returns:
         The suggested learning rate, or None when the curve was too short to suggest one.
     """
+    model.prepare_start(datamodule)  # sweep from the real starting weights (and a probed head)
     if model.lr == "auto":
         model.lr = PLACEHOLDER_LR  # the finder builds the optimizer once before overriding its lr
     before = model.lr

@@ -1,10 +1,8 @@
-"""Getting weights into a timm net: from the hub (timm's own code) or from a local file."""
+"""Building a timm net, and loading a local weights file into it whatever its key layout."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,62 +14,29 @@ from torch import nn
 
 from zoo.errors import ZooError
 
+console = Console(stderr=True, soft_wrap=True)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick probe, so an offline machine fails in seconds instead of minutes of retries.
-
-    Behind a proxy the probe cannot tell, so it says yes and leaves the hub client to decide.
-    """
-    import os
-    from urllib.parse import urlparse
-
-    import huggingface_hub.constants as hf_constants
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(hf_constants.ENDPOINT)  # honours HF_ENDPOINT mirrors
-    try:
-        with socket.create_connection(
-            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
-        ):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _hub_offline(offline: bool):
-    """Make huggingface_hub use only its local cache (it reads this flag on every download)."""
-    import huggingface_hub.constants as hf_constants
-
-    before = hf_constants.HF_HUB_OFFLINE
-    hf_constants.HF_HUB_OFFLINE = before or offline
-    try:
-        yield
-    finally:
-        hf_constants.HF_HUB_OFFLINE = before
-
-
-def create_timm_net(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs) -> nn.Module:
-    """timm.create_model with one-line errors for an unknown name or missing pretrained weights."""
+def create_timm_net(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+    """timm.create_model with random weights, and a one-line error for an unknown name."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+        raise ZooError(f"unknown timm backbone {name!r}{hint}; `zoo models` lists them")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def check_weights_path(path: str | Path) -> Path:
+    """The weights file as a Path, or a one-line error when it is missing or of an unknown type."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ZooError(f"weights file {path} not found; pass --model.weights PATH to an existing file")
+    if path.suffix not in WEIGHT_SUFFIXES:
         raise ZooError(
-            f"unknown timm backbone {name!r}{hint}; `python -c 'import timm; print(timm.list_models())'` lists all"
+            f"--model.weights {path}: unsupported file type; use one of {', '.join(WEIGHT_SUFFIXES)}"
         )
-    try:
-        with _hub_offline(pretrained and not hub_reachable()):
-            return timm.create_model(
-                name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
-            )
-    except OSError as err:  # huggingface_hub's LocalEntryNotFoundError and network errors are OSErrors
-        raise ZooError(
-            f"cannot get pretrained weights for {name!r}: no network and not in the local cache ({type(err).__name__}); "
-            "pass --model.weights PATH (a local .safetensors/.pth/.ckpt) or --model.pretrained false"
-        ) from err
+    return path
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
@@ -80,13 +45,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
     Returns:
         The state dict and, for a zoo checkpoint, the class names it was trained on.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZooError(f"weights file {path} not found; pass --model.weights PATH to an existing file")
-    if path.suffix not in WEIGHT_SUFFIXES:
-        raise ZooError(
-            f"--model.weights {path}: unsupported file type; use one of {', '.join(WEIGHT_SUFFIXES)}"
-        )
+    path = check_weights_path(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -116,6 +75,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     reshaped: list[str] = field(default_factory=list)  # skipped: shape differs (e.g. a new head)
+    layout: str = "matched by name"  # or "matched by order" for another implementation's key names
 
     def summary(self) -> str:
         def short(keys: list[str]) -> str:
@@ -126,53 +86,90 @@ class LoadReport:
             )
 
         return (
-            f"loaded {self.loaded} tensors; missing: {short(self.missing)}; unexpected: {short(self.unexpected)}; "
+            f"loaded {self.loaded} tensors ({self.layout}); missing: {short(self.missing)}; unexpected: {short(self.unexpected)}; "
             f"shape mismatch (re-initialised): {short(self.reshaped)}"
         )
 
 
-def load_weights(net: nn.Module, path: str | Path, class_names: list[str] | None = None) -> LoadReport:
+def load_weights(
+    net: nn.Module, path: str | Path, class_names: list[str] | None = None, quiet: bool = False
+) -> LoadReport:
     """Load a local weights file into a timm net, the way timm adapts its own pretrained weights.
 
-    The first conv is adapted to the net's input channels (timm's adapt_input_conv); tensors whose
-    shape differs (a head for another number of classes) are skipped and stay freshly initialised.
-    timm's `pretrained_cfg_overlay=dict(file=...)` does the adaptation but not our .ckpt format nor a
-    report of what was skipped, hence this function.
+    Keys are matched by name. When names match for less than half of the net's tensors (a file
+    saved by another implementation: torchvision, lukemelas' EfficientNet, ...), the tensors are
+    matched by order instead, provided both hold the same number and every shape agrees outside
+    the head. The first conv is adapted to the net's input channels (timm's adapt_input_conv);
+    tensors whose shape differs (a head for another number of classes) are skipped and stay
+    freshly initialised. timm's `pretrained_cfg_overlay=dict(file=...)` does the adaptation but
+    not our .ckpt format, other key layouts, nor a report of what was skipped, hence this function.
 
     Args:
         class_names: the classes being trained; when the file is a zoo checkpoint trained on other
             classes, its head is skipped even if the class count matches (a new task).
+        quiet: do not print the report (the caller says where the weights came from).
     """
     state, source_classes = read_state_dict(path)
-    reset_head = source_classes is not None and class_names is not None and source_classes != class_names
     own = net.state_dict()
+    head_keys = _head_keys(net)
     report = LoadReport()
-    head_keys: set[str] = set()
-    if reset_head and hasattr(net, "get_classifier"):
-        head = net.get_classifier()
-        prefix = next(name for name, module in net.named_modules() if module is head)
-        head_keys = {f"{prefix}.{n}" for n in head.state_dict()}
+    if sum(k in own for k in state) < len(_weights_only(own)) / 2 and (
+        by_order := _by_order(state, own, head_keys)
+    ):
+        state, report.layout = by_order, "matched by order"
+    reset_head = source_classes is not None and class_names is not None and source_classes != class_names
     usable = {}
     for key, tensor in state.items():
         if key not in own:
             report.unexpected.append(key)
             continue
-        target = own[key]
-        if (
-            tensor.ndim == 4
-            and target.ndim == 4
-            and tensor.shape[1] != target.shape[1]
-            and tensor.shape[0] == target.shape[0]
-        ):
-            tensor = adapt_input_conv(target.shape[1], tensor)
-        if tensor.shape != target.shape or key in head_keys:
+        tensor = _adapt_input_conv(tensor, own[key])
+        if tensor.shape != own[key].shape or (reset_head and key in head_keys):
             report.reshaped.append(key)
             continue
         usable[key] = tensor
     result = net.load_state_dict(usable, strict=False)
     report.loaded = len(usable)
     report.missing = [k for k in result.missing_keys if k not in report.reshaped]
-    Console(stderr=True, soft_wrap=True).print(
-        f"[bold]weights[/] {path}: {report.summary()}", highlight=False
-    )
+    if not quiet:
+        console.print(f"[bold]weights[/] {path}: {report.summary()}", highlight=False)
     return report
+
+
+def _head_keys(net: nn.Module) -> set[str]:
+    """State-dict keys of the net's classifier (timm's get_classifier)."""
+    if not hasattr(net, "get_classifier"):
+        return set()
+    head = net.get_classifier()
+    prefix = next((name for name, module in net.named_modules() if module is head), None)
+    return {f"{prefix}.{n}" for n in head.state_dict()} if prefix else set()
+
+
+def _weights_only(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """Entries that hold learned values (BatchNorm's step counters are bookkeeping, and optional)."""
+    return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+
+
+def _adapt_input_conv(tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A first conv for other input channels, summed/repeated as timm does for its own weights."""
+    if (
+        tensor.ndim == 4
+        and target.ndim == 4
+        and tensor.shape[1] != target.shape[1]
+        and tensor.shape[0] == target.shape[0]
+    ):
+        return adapt_input_conv(target.shape[1], tensor)
+    return tensor
+
+
+def _by_order(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], head_keys: set[str]
+) -> dict[str, torch.Tensor] | None:
+    """`state` renamed to `own`'s keys by position, or None unless every tensor outside the head fits."""
+    source, target = _weights_only(state), _weights_only(own)
+    if len(source) != len(target):
+        return None
+    for (_, tensor), (key, want) in zip(source, target, strict=True):
+        if key not in head_keys and _adapt_input_conv(tensor, want).shape != want.shape:
+            return None
+    return {key: tensor for (_, tensor), (key, _) in zip(source, target, strict=True)}
