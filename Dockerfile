@@ -1,6 +1,6 @@
 # zoo in a container: CPU or NVIDIA GPU (the torch wheel carries CUDA; run with --gpus all).
 #   docker build -t zoo .
-#   docker run --rm -v "$PWD/runs:/work/runs" zoo                          # the bundled sample
+#   docker run --rm -v "$PWD/runs:/work/runs" zoo                          # fine-tune on the bundled sample
 #   docker run --rm --gpus all -v /data:/data -v "$PWD/runs:/work/runs" zoo \
 #       fit --config /app/configs/resnet18_finetune.yaml --data.root /data/my_images
 FROM python:3.11-slim
@@ -23,4 +23,4 @@ RUN pip install . && useradd --create-home --uid 1000 zoo && mkdir /work && chow
 USER 1000:1000
 WORKDIR /work
 ENTRYPOINT ["zoo"]
-CMD ["fit", "--config", "/app/configs/cnn.yaml"]
+CMD ["fit", "--config", "/app/configs/finetune.yaml"]

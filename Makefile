@@ -14,4 +14,4 @@ format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
 train:
-	.venv/bin/zoo fit --config configs/cnn.yaml
+	.venv/bin/zoo fit --config configs/finetune.yaml

@@ -301,3 +301,29 @@ def test_pretrained_lite0_exports_to_onnx_within_the_parity_limit(offline, tmp_p
     limit = 1e-4 + 1e-4 * abs(expected).max()  # zoo.export's: ONNX_ATOL + ONNX_RTOL * max |logit|
     assert abs(got - expected).max() <= limit and card["max_abs_diff"] <= limit
     assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+@pytest.mark.slow
+def test_the_finetune_recipe_runs_offline_and_its_probe_learns(run_zoo, image_folder, offline, capsys):
+    """README's main job (configs/finetune.yaml) as a user runs it, on a tiny folder at 32 px."""
+    rc, runs = run_zoo("fit", "--config", CONFIGS / "finetune.yaml", "--data.root", image_folder, *QUIET,
+                       "--data.image_size", 32, "--trainer.max_epochs", 1)  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert f"pretrained weights {LITE0} from the installed package" in err
+    probe_acc = float(err.split("linear probe")[1].split("val/acc")[1].split()[0])
+    assert probe_acc > 1 / 3 + 0.2  # three classes of different brightness: well above chance
+    assert (only_run_dir(runs, "finetune") / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_grey_data_gets_the_average_of_the_pretrained_rgb_statistics(run_zoo, image_folder, tmp_path):
+    weights = tmp_path / "resnet10t.safetensors"
+    save_file(timm.create_model("resnet10t").state_dict(), str(weights))
+    rc, runs = run_zoo("fit", *TINY, "--model.weights", weights, "--data.channels", 1, "--data.root", image_folder,
+                       "--trainer.max_epochs", 1)  # fmt: skip
+    assert rc == 0
+    data = yaml.safe_load((only_run_dir(runs, "resnet18_finetune") / "config.yaml").read_text())["data"][
+        "init_args"
+    ]
+    assert data["mean"] == [0.449] and data["std"] == [0.226]  # ImageNet's, averaged over R, G, B
+    assert data["interpolation"] == "bicubic"  # resnet10t's own (timm's c3_in1k weights)
