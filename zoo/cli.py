@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     # The CSV logger writes into the run folder, which zoo just created and filled with config.yaml:
     # nothing of the user's is there to be "deleted", so the warning would only alarm.
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
+    # Frozen BatchNorm layers (freeze_epochs, freeze_bn_stats) are in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     # zoo's data modules leave batch transfer to the model on purpose (uint8 -> float on device).
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     if wandb_offline():
