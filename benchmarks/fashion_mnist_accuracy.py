@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import zoo  # runs `zoo` in a subprocess; its stderr tail on failure
 from benchmarks.machine import describe
-from benchmarks.transfer import zoo  # runs `zoo` in a subprocess; its stderr tail on failure
 from zoo.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

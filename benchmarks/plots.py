@@ -73,16 +73,17 @@ def main() -> None:
         bars("fashion_mnist_accuracy", labels, values, "Fashion-MNIST test accuracy (10k test set)", "accuracy",
              lim=(0.85, 0.965))  # fmt: skip
     if tr := load("transfer"):
-        sizes = sorted(tr, key=int, reverse=True)
+        methods = {"finetuned": "fine-tuned", "probe": "linear probe", "scratch": "scratch"}
+        labels = [f"{methods[m]}, {k.replace('_', ' ')}" for k in tr for m in methods]
+        values = [tr[k][f"median_{m}"] for k in tr for m in methods]
+        bars("transfer", labels, values, "ImageNet EfficientNet-Lite0 on Fashion-MNIST (medians; sample: val acc)",
+             "accuracy")  # fmt: skip
+    if own := load("transfer_own_checkpoint"):
+        sizes = sorted(own, key=int, reverse=True)
         labels = [f"{name}, {n}/class" for n in sizes for name in ("fine-tuned", "scratch")]
-        values = [tr[n][f"median_{name}"] for n in sizes for name in ("finetuned", "scratch")]
-        bars(
-            "transfer",
-            labels,
-            values,
-            "Classes 5-9 test accuracy by labelled images per class (medians)",
-            "accuracy",
-        )
+        values = [own[n][f"median_{name}"] for n in sizes for name in ("finetuned", "scratch")]
+        bars("transfer_own_checkpoint", labels, values,
+             "resnet10t from a classes 0-4 checkpoint: classes 5-9 test accuracy (medians)", "accuracy")  # fmt: skip
     if lo := load("loop_overhead"):
         bars("loop_overhead", ["zoo fit", "plain PyTorch (NCHW)", "plain PyTorch (channels_last)"],
              [lo["median_zoo"], lo["median_plain"], lo["median_plain_channels_last"]],

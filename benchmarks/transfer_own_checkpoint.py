@@ -1,6 +1,6 @@
 """Transfer learning that visibly pays: pretrain on Fashion-MNIST classes 0-4, fine-tune on 5-9.
 
-    python -m benchmarks.transfer [--per-class 20] [--seeds 3] [--reuse-backbone]
+    python -m benchmarks.transfer_own_checkpoint [--per-class 20] [--seeds 3] [--reuse-backbone]
 
 1. Pretrain resnet10t from scratch on classes 0-4 (2,000 training images each) with `zoo fit`.
 2. On classes 5-9, with `--per-class` labelled training images per class (plus as many for
@@ -14,80 +14,26 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from benchmarks.common import RESULTS, ROOT, write_class, write_subset, zoo, zoo_test_accuracy
 from benchmarks.machine import describe
-from datamodules.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, load_split
-from datamodules.samples.make_sample import folder_name
+from datamodules.fashion_mnist import DEBIAN_DIR, load_split
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 BACKBONE = ROOT / "benchmarks" / ".data" / "resnet10t_fmnist_classes0-4.safetensors"
 COMMON = ["--config", str(ROOT / "configs" / "resnet18_finetune.yaml"), "--model.backbone", "resnet10t",
           "--data.image_size", "32", "--data.channels", "1", "--data.mean", "[0.5]", "--data.std", "[0.5]",
-          "--data.augment", "light", "--trainer.logger", "CSVLogger", "--trainer.enable_progress_bar", "false",
+          "--data.augment", "light", "--data.hflip", "true", "--trainer.logger", "CSVLogger", "--trainer.enable_progress_bar", "false",
           "--trainer.enable_model_summary", "false"]  # fmt: skip
 
 
 PRETRAIN_EPOCHS = 4
-
-
-def write_class(root: Path, images: np.ndarray, indices: np.ndarray, c: int) -> None:
-    """images[indices] as PNGs in root/<class c's folder>/."""
-    folder = root / folder_name(CLASS_NAMES[c])
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in indices:
-        Image.fromarray(images[i]).save(folder / f"{i:05d}.png")
-
-
-def write_subset(root: Path, images: np.ndarray, labels: np.ndarray, classes: range, sizes: dict[str, int],
-                 rng: np.random.Generator) -> None:  # fmt: skip
-    """For each class, a random draw of sizes[split] images per split (disjoint), as root/<split>/<class>/."""
-    for c in classes:
-        pick = rng.permutation(np.flatnonzero(labels == c))
-        start = 0
-        for split, n in sizes.items():
-            write_class(root / split, images, pick[start : start + n], c)
-            start += n
-
-
-def zoo(*args: str, cwd: Path) -> str:
-    """`zoo ARGS` in a subprocess with W&B off; exits with the tail of its stderr if it fails."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-3000:])
-    return proc.stderr
-
-
-def test_acc(workdir: Path, experiment: str, ckpt: Path, data: Path, extra: list[str]) -> float:
-    zoo(
-        "test",
-        *COMMON,
-        *extra,
-        "--data.root",
-        str(data),
-        "--ckpt_path",
-        str(ckpt),
-        "--experiment",
-        experiment,
-        cwd=workdir,
-    )
-    with open(next((workdir / "runs" / experiment).rglob("metrics.csv"))) as f:
-        return float(next(r["test/acc"] for r in csv.DictReader(f) if r.get("test/acc")))
 
 
 def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int, reuse: bool) -> dict:
@@ -148,7 +94,9 @@ def main(per_class: int, seeds: int, pretrain_epochs: int, finetune_epochs: int,
                 zoo("fit", *COMMON, *extra, "--data.root", str(data), "--data.batch_size", "16", "--model.lr", "0.003",
                     "--trainer.max_epochs", str(finetune_epochs), "--experiment", experiment, cwd=work)  # fmt: skip
                 ckpt = next((work / "runs" / experiment).rglob("best.ckpt"))
-                run[name] = test_acc(work, f"{experiment}_test", ckpt, data, ["--model.pretrained", "false"])
+                run[name] = zoo_test_accuracy(
+                    work, f"{experiment}_test", ckpt, data, [*COMMON, "--model.pretrained", "false"]
+                )
             run["gain_points"] = 100 * (run["finetuned"] - run["scratch"])
             results["runs"].append(run)
             print(json.dumps(run), flush=True)
@@ -196,7 +144,7 @@ if __name__ == "__main__":
     a = parser.parse_args()
     out = main(a.per_class, a.seeds, a.pretrain_epochs, a.finetune_epochs, a.reuse_backbone)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "transfer.json"  # one entry per labelled-set size
+    path = RESULTS / "transfer_own_checkpoint.json"  # one entry per labelled-set size
     saved = json.loads(path.read_text()) if path.exists() else {}
     saved = saved if "per_class" not in saved else {str(saved["per_class"]): saved}
     path.write_text(json.dumps({**saved, str(a.per_class): out}, indent=1) + "\n")
