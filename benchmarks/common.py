@@ -52,5 +52,6 @@ def zoo_test_accuracy(workdir: Path, experiment: str, ckpt: Path, data: Path, co
     """`zoo test` a checkpoint on data/test; its test/acc."""
     zoo("test", *common, "--data.root", str(data), "--ckpt_path", str(ckpt), "--experiment", experiment,
         "--trainer.logger", "CSVLogger", cwd=workdir)  # fmt: skip
-    with open(next((workdir / "runs" / experiment).rglob("metrics.csv"))) as f:
+    newest = max((workdir / "runs" / experiment).rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    with open(newest) as f:  # this call's run, even when the experiment already has others
         return float(next(r["test/acc"] for r in csv.DictReader(f) if r.get("test/acc")))

@@ -44,13 +44,17 @@ METHODS = {
 TEST_PER_CLASS = 200
 
 
-def fit(work: Path, name: str, data: Path | None, extra: list[str]) -> tuple[Path, float, float]:
-    """`zoo fit` the recipe with `extra`; returns best.ckpt, its val/acc and the wall time in s."""
+def fit(
+    work: Path, name: str, experiment: str, data: Path | None, extra: list[str]
+) -> tuple[Path, float, float]:
+    """`zoo fit` the recipe with method `name`'s options and `extra`; returns best.ckpt, its val/acc, wall s."""
     start = time.perf_counter()
     data_args = ["--data.root", str(data)] if data else []
-    err = zoo("fit", *RECIPE, *METHODS[name], *extra, *data_args, "--experiment", name, cwd=work)
+    err = zoo("fit", *RECIPE, *METHODS[name], *extra, *data_args, "--experiment", experiment, cwd=work)
     wall = time.perf_counter() - start
-    ckpt = sorted((work / "runs" / name).glob("version_*/checkpoints/best.ckpt"))[-1]
+    ckpt = (
+        work / "runs" / experiment / "version_0" / "checkpoints" / "best.ckpt"
+    )  # a new experiment each call
     return ckpt, float(re.findall(r"val/acc=([0-9.]+)", err)[-1]), wall
 
 
@@ -71,8 +75,8 @@ def fashion_mnist(per_class: int, seeds: int, epochs: int) -> dict:
             for name in METHODS:
                 extra = ["--data.batch_size", "16", "--seed_everything", str(seed)]
                 extra += ["--trainer.max_epochs", str(epochs)] if name != "probe" else []
-                ckpt, _, wall = fit(work, name, data, extra)
-                run[name] = zoo_test_accuracy(work, f"{name}_test", ckpt, data, RECIPE)
+                ckpt, _, wall = fit(work, name, f"{name}_{seed}", data, extra)
+                run[name] = zoo_test_accuracy(work, f"{name}_{seed}_test", ckpt, data, RECIPE)
                 run[f"{name}_wall_s"] = round(wall, 1)
             print(json.dumps(run), flush=True)
             out["runs"].append(run)
@@ -83,7 +87,7 @@ def sample() -> dict:
     out: dict = {"machine": describe(), "data": "bundled sample (1,000 train / 200 val images)", "runs": [{}]}
     with tempfile.TemporaryDirectory() as tmp:
         for name in METHODS:
-            _, acc, wall = fit(Path(tmp), name, None, [])
+            _, acc, wall = fit(Path(tmp), name, name, None, [])
             out["runs"][0] |= {name: acc, f"{name}_wall_s": round(wall, 1)}
     return summarise(out)
 
