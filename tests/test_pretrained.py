@@ -327,3 +327,23 @@ def test_grey_data_gets_the_average_of_the_pretrained_rgb_statistics(run_zoo, im
     ]
     assert data["mean"] == [0.449] and data["std"] == [0.226]  # ImageNet's, averaged over R, G, B
     assert data["interpolation"] == "bicubic"  # resnet10t's own (timm's c3_in1k weights)
+
+
+def test_grad_cam_of_the_imagenet_lite0_lands_on_the_cup():
+    """Grad-CAM on zoo's EfficientNet-Lite0 path (target layer picked for it) points at the evidence."""
+    import numpy as np
+    from skimage import data
+
+    from apps.explain import explain
+    from datamodules.transforms import eval_transform
+
+    model = TimmClassifier(backbone=LITE0, class_names=[str(i) for i in range(1000)], image_size=224,
+                           channels=3, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic").eval()  # fmt: skip
+    load_weights(model.net, packaged_weights(LITE0), quiet=True)
+    image = eval_transform(224, "bicubic")(image=data.coffee())["image"].float() / 255  # (3, 224, 224)
+    heatmap = explain(model, image, "GradCAM", class_index=967).heatmap  # 967: espresso
+    row, col = np.unravel_index(heatmap.argmax(), heatmap.shape)
+    assert 40 <= row <= 170 and 40 <= col <= 184  # the cup, not the saucer's rim or the table
+    cup = np.zeros_like(heatmap, dtype=bool)
+    cup[20:150, 30:190] = True
+    assert heatmap[cup].mean() > 2 * heatmap[~cup].mean()
