@@ -33,11 +33,26 @@ class ImageDataset(Dataset):
         self.split = split
         self.transform = transform
         self.channels = channels
+        self.seeded_with: int | None = None
 
     def __len__(self) -> int:
         return len(self.split.labels)
 
+    def _seed_transform(self) -> None:
+        """Seed albumentations from torch's seed for this process (a loader worker's differs per worker).
+
+        albumentations 2 draws from its own generator, seeded from OS entropy unless told otherwise, so
+        `seed_everything` alone leaves augmentation, and so every run, unrepeatable. A worker's torch seed
+        comes from the main process's seeded RNG, so it is repeatable and differs between workers.
+        """
+        info = torch.utils.data.get_worker_info()
+        seed = info.seed if info is not None else torch.initial_seed()
+        if seed != self.seeded_with:
+            self.transform.set_random_seed(seed % 2**32)
+            self.seeded_with = seed
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        self._seed_transform()
         item = self.split.items[index]
         image = item if isinstance(item, np.ndarray) else load_image(item, self.channels)
         return self.transform(image=image)["image"], int(self.split.labels[index])  # (C, H, W) uint8
