@@ -93,7 +93,7 @@ def load_from_hub(net: nn.Module, backbone: str) -> bool:
     try:
         with hub_offline(not hub_reachable()):
             timm.models.load_pretrained(net, num_classes=num_classes, in_chans=in_chans)
-    except (OSError, RuntimeError, ValueError):  # huggingface_hub's LocalEntryNotFoundError is an OSError
+    except OSError:  # not cached offline (LocalEntryNotFoundError), or an HTTP error: both OSErrors
         return False
     return True
 
