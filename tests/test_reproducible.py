@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import FAST
 
@@ -28,3 +29,27 @@ def test_same_seed_same_metrics_and_another_seed_other_metrics(run_zoo, image_fo
     assert len(first) >= 4  # a step logged every step (FAST), 2 epochs
     assert first == again  # augmentation (pad-crop, flip) included: albumentations is seeded too
     assert first != other
+
+
+def test_ckpt_path_last_resumes_the_latest_run_of_the_experiment(run_zoo, image_folder, capsys):
+    args = [
+        "fit",
+        "--config",
+        CONFIGS / "cnn.yaml",
+        "--data.root",
+        image_folder,
+        *FAST,
+        "--trainer.logger",
+        "false",
+    ]
+    assert run_zoo(*args, "--ckpt_path", "last")[0] == 2  # nothing to resume yet: one line, no training
+    assert "--ckpt_path last: no run under runs/cnn has checkpoints/last.ckpt" in capsys.readouterr().err
+    assert run_zoo(*args)[0] == 0
+    assert run_zoo(*args, "--trainer.max_epochs", 2, "--ckpt_path", "last")[0] == 0
+    assert "resuming runs/cnn/version_0/checkpoints/last.ckpt" in capsys.readouterr().err
+    first, resumed = (
+        torch.load(Path(f"runs/cnn/version_{v}/checkpoints/last.ckpt"), weights_only=True) for v in (0, 1)
+    )
+    assert (
+        resumed["epoch"] == 1 and resumed["global_step"] == 2 * first["global_step"]
+    )  # continued, not restarted

@@ -24,6 +24,7 @@ from zoo.registry import FAMILIES
 from zoo.runs import (
     default_loggers,
     default_precision,
+    latest_checkpoint,
     new_run_dir,
     offline_wandb_dirs,
     remove_empty_run_dirs,
@@ -92,13 +93,23 @@ class ZooCLI(LightningCLI):
             }
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # `--ckpt_path last` means this experiment's latest run, resolved before Lightning reads the checkpoint's
+        # hyperparameters. (Lightning's own "last" looks in the new, empty run folder and trains from scratch.)
+        cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        if cfg.get("ckpt_path") == "last":
+            experiment = cfg.experiment or _family_of(cfg.model.class_path)
+            cfg.ckpt_path = str(latest_checkpoint(cfg.runs_dir, experiment))
+            console.print(f"[bold]resuming[/] {cfg.ckpt_path}", highlight=False)
+
     def _cfg(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
         cfg = self._cfg()
         ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and not Path(ckpt_path).is_file():
+        if ckpt_path and ckpt_path not in ("best", "hpc") and not Path(ckpt_path).is_file():
             raise ZooError(
                 f"--ckpt_path {ckpt_path} not found; pass a .ckpt from runs/<experiment>/<version>/checkpoints/"
             )

@@ -45,6 +45,24 @@ def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
             version += 1
 
 
+def latest_checkpoint(runs_dir: str | Path, experiment: str) -> Path:
+    """runs_dir/experiment/version_N/checkpoints/last.ckpt of the highest N that has one."""
+    from zoo.errors import ZooError
+
+    parent = Path(runs_dir) / experiment
+    found = [
+        (int(m.group(1)), p / "checkpoints" / "last.ckpt")
+        for p in (parent.iterdir() if parent.is_dir() else [])
+        if (m := re.fullmatch(r"version_(\d+)", p.name)) and (p / "checkpoints" / "last.ckpt").is_file()
+    ]
+    if not found:
+        raise ZooError(
+            f"--ckpt_path last: no run under {parent} has checkpoints/last.ckpt to resume; "
+            "train one first, or pass --ckpt_path PATH (or --experiment NAME for another experiment)"
+        )
+    return max(found)[1]
+
+
 def wandb_api_key_configured() -> bool:
     """True when `wandb login` or WANDB_API_KEY has given this machine a key."""
     if os.environ.get("WANDB_API_KEY"):
