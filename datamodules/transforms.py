@@ -25,10 +25,14 @@ INTERPOLATIONS = {
 }
 
 
+def _resize_crop(image_size: int, flag: int) -> list[A.BasicTransform]:
+    """Resize the shorter side to `image_size`, then centre-crop a square (timm's crop_pct=1.0)."""
+    return [A.SmallestMaxSize(max_size=image_size, interpolation=flag), A.CenterCrop(image_size, image_size)]
+
+
 def eval_transform(image_size: int, interpolation: Interpolation = "bilinear") -> A.Compose:
     """Resize the shorter side to `image_size`, then centre-crop a square (timm's crop_pct=1.0)."""
-    resize = A.SmallestMaxSize(max_size=image_size, interpolation=INTERPOLATIONS[interpolation])
-    return A.Compose([resize, A.CenterCrop(image_size, image_size), ToTensorV2()])
+    return A.Compose([*_resize_crop(image_size, INTERPOLATIONS[interpolation]), ToTensorV2()])
 
 
 def train_transform(
@@ -50,10 +54,7 @@ def train_transform(
     """
     flag = INTERPOLATIONS[interpolation]
     if augment == "none":
-        ops = [
-            A.SmallestMaxSize(max_size=image_size, interpolation=flag),
-            A.CenterCrop(image_size, image_size),
-        ]
+        ops = _resize_crop(image_size, flag)
     elif augment == "light":
         pad = max(2, image_size // 8)
         ops = [

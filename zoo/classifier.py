@@ -27,6 +27,7 @@ from zoo.probe import accuracy, extract_features, fit_head
 from zoo.registry import register
 from zoo.weights import create_timm_net
 
+console = Console(stderr=True, soft_wrap=True)
 Optimizer = Literal["adamw", "sgd"]
 Scheduler = Literal["onecycle", "cosine", "constant"]
 
@@ -487,7 +488,7 @@ class TimmClassifier(ImageClassifier):
         acc = accuracy(head, *val)
         for logger in self._trainer.loggers if self._trainer is not None else []:
             logger.log_metrics({"probe/val_acc": acc}, step=0)
-        Console(stderr=True, soft_wrap=True).print(
+        console.print(
             f"[bold]linear probe[/] {h.probe_epochs} epochs on the features of {len(train[1])} images "
             f"in {time.perf_counter() - start:.1f} s: val/acc {acc:.4f}",
             highlight=False,

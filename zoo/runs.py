@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+from zoo.errors import ZooError
+
 
 def default_precision() -> str:
     """bf16-mixed on GPUs that support it, else 16-mixed on GPU, else full fp32 on CPU."""
@@ -47,8 +49,6 @@ def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
 
 def latest_checkpoint(runs_dir: str | Path, experiment: str) -> Path:
     """runs_dir/experiment/version_N/checkpoints/last.ckpt of the highest N that has one."""
-    from zoo.errors import ZooError
-
     parent = Path(runs_dir) / experiment
     found = [
         (int(m.group(1)), p / "checkpoints" / "last.ckpt")
