@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.images import image_nbytes, load_image
+from datamodules.images import decode_side, image_nbytes, load_image
 from datamodules.transforms import Augment, Interpolation, eval_transform, train_transform
 from zoo.errors import ZooError
 
@@ -27,12 +28,16 @@ class Split:
 
 
 class ImageDataset(Dataset):
-    """Images held in RAM or read from disk on access, each run through an albumentations pipeline."""
+    """Images held in RAM or read from disk on access, each run through an albumentations pipeline.
 
-    def __init__(self, split: Split, transform, channels: int) -> None:
+    Files are decoded with their shorter side shrunk to `min_side` (None = full size), as in the RAM cache.
+    """
+
+    def __init__(self, split: Split, transform, channels: int, min_side: int | None = None) -> None:
         self.split = split
         self.transform = transform
         self.channels = channels
+        self.min_side = min_side
         self.seeded_with: int | None = None
 
     def __len__(self) -> int:
@@ -54,7 +59,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         self._seed_transform()
         item = self.split.items[index]
-        image = item if isinstance(item, np.ndarray) else load_image(item, self.channels)
+        image = item if isinstance(item, np.ndarray) else load_image(item, self.channels, self.min_side)
         return self.transform(image=image)["image"], int(self.split.labels[index])  # (C, H, W) uint8
 
 
@@ -64,9 +69,9 @@ def default_num_workers() -> int:
     return max(0, min(8, cpus - 1))
 
 
-def _nbytes_or_zero(path: Path, channels: int) -> int:
+def _nbytes_or_zero(path: Path, channels: int, min_side: int) -> int:
     try:
-        return image_nbytes(path, channels)
+        return image_nbytes(path, channels, min_side)
     except Exception:  # an unreadable header: the decode pass reports the file
         return 0
 
@@ -76,13 +81,18 @@ def _total_ram() -> int:
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
-    """Base class: subclasses say where the images are (`class_names`, `_find_splits`).
+    """Base class: subclasses say where the images are (`class_names`, `_find_splits`) and, at the end of
+    their `__init__`, call `_resolve_image_config` with the image size and channels their data has.
+
+    Images are decoded once, with the shorter side shrunk to twice `image_size` (never enlarged), so
+    large photos cost neither the RAM nor the time of full resolution.
 
     Args:
-        image_size: side of the square images the model sees.
-        channels: 1 (grayscale) or 3 (RGB); images are converted on load.
+        image_size: side of the square images the model sees; None = from the data (see the subclass).
+        channels: 1 (grayscale) or 3 (RGB); images are converted on load; None = from the data.
         mean: per-channel mean of [0, 1] pixels used by the model to normalise; None = 0.5 each
-            (`zoo fit` fills in a pretrained backbone's own statistics instead).
+            (`zoo fit` fills in a pretrained backbone's own statistics instead). Three values with
+            channels inferred as 1 are averaged into one, as for grey images into an RGB net.
         std: per-channel std, as `mean`; None = 0.5 each.
         interpolation: how images are resized: bilinear, bicubic, area or nearest; None = bilinear
             (`zoo fit` fills in a pretrained backbone's own).
@@ -96,8 +106,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        image_size: int = 224,
-        channels: int = 3,
+        image_size: int | None = None,
+        channels: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         interpolation: Interpolation | None = None,
@@ -108,19 +118,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         cache_gb: float | None = None,
     ) -> None:
         super().__init__()
-        if channels not in (1, 3):
+        if channels is not None and channels not in (1, 3):
             raise ZooError(f"--data.channels must be 1 or 3, got {channels}")
         if batch_size < 1:
             raise ZooError(f"--data.batch_size must be at least 1, got {batch_size}")
-        if image_size < 8:
+        if image_size is not None and image_size < 8:
             raise ZooError(f"--data.image_size must be at least 8, got {image_size}")
+        # None until `_resolve_image_config`: they may come from the data, which the subclass finds.
         self.image_size = image_size
         self.channels = channels
-        self.mean = list(mean) if mean is not None else [0.5] * channels
-        self.std = list(std) if std is not None else [0.5] * channels
-        for name, value in (("mean", self.mean), ("std", self.std)):
-            if len(value) != channels:
-                raise ZooError(f"--data.{name} needs {channels} values (one per channel), got {value}")
+        self.mean = mean
+        self.std = std
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.augment = augment
@@ -139,6 +147,32 @@ class ImageClassificationDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # --- the data config, linked into the model so every checkpoint carries it ---------------
+    def _resolve_image_config(self, natural: Callable[[], tuple[int, int]]) -> list[str]:
+        """Fill image_size and channels left None from `natural()` (image_size, channels), then mean/std.
+
+        Called at the end of every subclass's `__init__`: the CLI links `data_config` into the model
+        as soon as the data module exists. `natural` runs only when something is missing.
+
+        Returns:
+            the names filled from the data, of "channels" and "image_size".
+        """
+        filled = [name for name in ("channels", "image_size") if getattr(self, name) is None]
+        if filled:
+            image_size, channels = natural()
+            self.image_size = image_size if self.image_size is None else self.image_size
+            self.channels = channels if self.channels is None else self.channels
+        for name in ("mean", "std"):
+            value = [0.5] * self.channels if getattr(self, name) is None else list(getattr(self, name))
+            if "channels" in filled and self.channels == 1 and len(value) == 3:
+                value = [round(sum(value) / 3, 4)]  # an RGB net's statistics for grey images: one average
+            if len(value) != self.channels:
+                why = " (channels from the data; set --data.channels)" if "channels" in filled else ""
+                raise ZooError(
+                    f"--data.{name} needs {self.channels} values, one per channel{why}; got {value}"
+                )
+            setattr(self, name, value)
+        return filled
+
     @property
     def data_config(self) -> dict:
         return {
@@ -169,11 +203,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         if not path_splits:
             return
         all_paths = [p for s in path_splits.values() for p in s.items]
-        keep = sum(_nbytes_or_zero(p, self.channels) for p in all_paths) <= self.cache_bytes
+        min_side = decode_side(self.image_size)
+        keep = sum(_nbytes_or_zero(p, self.channels, min_side) for p in all_paths) <= self.cache_bytes
 
         def decode(path: Path):
             try:
-                image = load_image(path, self.channels)
+                image = load_image(path, self.channels, min_side)
                 return (image if keep else path), None
             except Exception as err:  # any decoder error means "this file is broken"
                 return None, f"{path}: {type(err).__name__}: {err}"
@@ -220,7 +255,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             if train
             else eval_transform(self.image_size, self.interpolation)
         )
-        dataset = ImageDataset(self.splits[split], transform, self.channels)
+        dataset = ImageDataset(self.splits[split], transform, self.channels, decode_side(self.image_size))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

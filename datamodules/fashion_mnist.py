@@ -63,7 +63,9 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         download: fetch with torchvision into `root` when the files are missing (needs internet).
         val_fraction: share of the 60k training images held out for validation.
         split_seed: seed of that split.
-        image_size: see ImageClassificationDataModule (as are the remaining arguments).
+        image_size: side of the square images the model sees; None = 28, the data's own.
+        channels: 1 (grayscale) or 3 (the gray repeated); None = 1, the data's own.
+        mean: see ImageClassificationDataModule (as are the remaining arguments).
     """
 
     def __init__(
@@ -72,8 +74,8 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         download: bool = False,
         val_fraction: float = 0.1,
         split_seed: int = 42,
-        image_size: int = 28,
-        channels: int = 1,
+        image_size: int | None = None,
+        channels: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         interpolation: Interpolation | None = None,
@@ -90,6 +92,7 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         self.download = download
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self._resolve_image_config(lambda: (28, 1))
 
     @property
     def class_names(self) -> list[str]:

@@ -7,14 +7,18 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from datamodules.base import ImageClassificationDataModule, Split
-from datamodules.images import IMG_EXTENSIONS, is_image_file, list_images
+from datamodules.images import IMG_EXTENSIONS, infer_image_config, is_image_file, list_images
 from datamodules.transforms import Augment, Interpolation
+from zoo.console import info
 from zoo.errors import ZooError
 
 VAL_NAMES = ("val", "valid", "validation")
 SAMPLE_NAME = "fashion_mnist_small"
+# Images whose headers decide an inferred image_size / channels.
+INFER_SAMPLE = 200
 
 
 def sample_root() -> Path:
@@ -75,6 +79,16 @@ def _as_split(files: dict[str, list[Path]], class_names: list[str]) -> Split:
     return Split(items, np.asarray(labels, dtype=np.int64))
 
 
+def spread_sample(files: dict[str, list[Path]], limit: int = INFER_SAMPLE) -> list[Path]:
+    """Up to `limit` files, each class an equal share, evenly spaced within the class."""
+    per_class = max(1, limit // len(files))
+    picked = []
+    for paths in files.values():
+        n = min(per_class, len(paths))
+        picked += [paths[i * len(paths) // n] for i in range(n)]
+    return picked[:: -(-len(picked) // limit)]  # more classes than `limit`: every k-th class
+
+
 def _rank_key(path: Path, root: Path, seed: int) -> str:
     return hashlib.sha1(f"{seed}/{path.relative_to(root).as_posix()}".encode()).hexdigest()
 
@@ -111,7 +125,12 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         val_fraction: share of each class held out for validation when ROOT has no val/ folder.
         split_seed: seed of that split (kept apart from the training seed so the split is stable).
         strict: fail on files that cannot be decoded instead of skipping them with a warning.
-        image_size: see ImageClassificationDataModule (as are the remaining arguments).
+        image_size: side of the square images the model sees; None = from the images: the median
+            shorter side of up to 200 training images (read from their headers), capped at 128 and
+            rounded down to a multiple of 4 (28 for the bundled sample).
+        channels: 1 (grayscale) or 3 (RGB); None = from the images: 1 when all of those images are
+            grayscale, else 3. zoo prints the values it inferred.
+        mean: see ImageClassificationDataModule (as are the remaining arguments).
     """
 
     def __init__(
@@ -120,8 +139,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 42,
         strict: bool = False,
-        image_size: int = 224,
-        channels: int = 3,
+        image_size: int | None = None,
+        channels: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         interpolation: Interpolation | None = None,
@@ -149,9 +168,18 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 f"--data.root {self.root} is a file; pass the folder that holds the class sub-folders"
             )
         self.layout = self._detect_layout()
-        names, _ = _scan_classes(self.layout["train"])
+        names, files = _scan_classes(self.layout["train"])
         _check_not_nested_splits(self.layout["train"], names)
         self._class_names = names
+        filled = self._resolve_image_config(lambda: infer_image_config(spread_sample(files)))
+        if filled:
+            said = {"channels": "1 channel (grayscale)" if self.channels == 1 else "3 channels (RGB)"}
+            said["image_size"] = f"{self.image_size} px"
+            flags = " / ".join(f"--data.{name}" for name in filled)
+            info(
+                f"data: {', '.join(said[n] for n in filled)}, from the images in {escape(str(self.root))} "
+                f"(set {flags} to change)"
+            )
 
     def _detect_layout(self) -> dict[str, Path]:
         """Which sub-folders are splits: train/ + val|valid|validation/ (+ test/), or none."""

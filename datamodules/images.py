@@ -13,6 +13,10 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 # Pillow modes that hold more than 8 bits a channel, with the value that maps to white.
 _HIGH_BIT_MAX = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+# Pillow modes with no colour: a folder of only these is trained with one channel.
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", *_HIGH_BIT_MAX})
+# Inferred image sizes stop here: a from-scratch net on a CPU; pass --data.image_size for more.
+MAX_INFERRED_SIZE = 128
 
 
 def is_image_file(path: Path) -> bool:
@@ -60,10 +64,41 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return img
 
 
-def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
+def decode_side(image_size: int) -> int:
+    """Shorter side an image is decoded at for a model that sees `image_size` px squares.
+
+    Twice the model's side: RandomResizedCrop's smallest crop (35% of the area, aspect 3:4) still spans
+    more than `image_size` px, so no pipeline upscales, and the final resize is at most ~2x.
+    """
+    return 2 * image_size
+
+
+def reduced_size(size: tuple[int, int], min_side: int | None) -> tuple[int, int]:
+    """(W, H) scaled so the shorter side is `min_side` when it is longer; never upscaled.
+
+    The longer side is rounded to an even number: the model's resize halves it (from
+    `decode_side(image_size)`) and so lands on the pixel count that resizing the original gives,
+    and the centre crop on the same pixels.
+    """
+    short, long = min(size), max(size)
+    if min_side is None or short <= min_side:
+        return size
+    half_scale = (min_side / 2) / short  # the model's own scale when min_side = decode_side(image_size)
+    long = max(min_side, 2 * round(long * half_scale))
+    return (min_side, long) if size[0] == short else (long, min_side)
+
+
+def load_image(path: str | Path, channels: int = 3, min_side: int | None = None) -> np.ndarray:
     """Decode an image file to a uint8 array of shape (H, W, channels).
 
     EXIF orientation is applied; palette, RGBA, CMYK, grayscale and 16-bit images are converted.
+
+    Args:
+        path: the image file.
+        channels: 1 (grayscale) or 3 (RGB).
+        min_side: shrink (keeping the aspect ratio) so the shorter side is this long, when it is
+            longer; None = full resolution. JPEGs are decoded at 1/2, 1/4 or 1/8 scale on the way,
+            so a 12-megapixel photo never exists in memory at full size.
 
     Raises:
         OSError/ValueError: when the file cannot be decoded (callers decide what to do).
@@ -71,21 +106,56 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:
+            if min_side is not None:
+                img.draft(None, (min_side, min_side))  # JPEG only: keeps both sides >= min_side
             img.load()
-            return to_array(img, channels)
+            return to_array(img, channels, min_side)
 
 
-def to_array(img: Image.Image, channels: int = 3) -> np.ndarray:
-    """An opened PIL image as uint8 (H, W, channels): EXIF orientation, 16-bit, alpha, modes handled."""
+def to_array(img: Image.Image, channels: int = 3, min_side: int | None = None) -> np.ndarray:
+    """An opened PIL image as uint8 (H, W, channels): EXIF orientation, 16-bit, alpha, modes handled.
+
+    `min_side` shrinks it as in `load_image`.
+    """
     img = ImageOps.exif_transpose(img)
     img = _flatten_alpha(_to_8bit(img))
     img = img.convert("L" if channels == 1 else "RGB")
+    target = reduced_size(img.size, min_side)
+    if target != img.size:
+        # Resized in 8-bit L/RGB, after alpha is flattened, so every source mode gets the same filter.
+        img = img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     arr = np.array(img, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     return arr[:, :, None] if channels == 1 else arr  # (H, W, C)
 
 
-def image_nbytes(path: str | Path, channels: int) -> int:
-    """Decoded size in bytes, read from the header only."""
+def image_nbytes(path: str | Path, channels: int, min_side: int | None = None) -> int:
+    """Size in bytes of `load_image(path, channels, min_side)`, read from the header only."""
     with Image.open(path) as img:
-        width, height = img.size
+        if min_side is not None:
+            img.draft(None, (min_side, min_side))  # only sets the size the decoder will give
+        width, height = reduced_size(img.size, min_side)
     return width * height * channels
+
+
+def infer_image_config(paths: list[Path]) -> tuple[int, int]:
+    """(image_size, channels) that a sample of images suggests, from their headers only (no decoding).
+
+    - channels: 1 when every readable image is grayscale (Pillow modes 1, L, LA, I, I;16*, F), else 3.
+    - image_size: the median shorter side, capped at MAX_INFERRED_SIZE, rounded down to a multiple
+      of 4, at least 8 (28x28 digits give 28; 64x48 photos 48; 12-megapixel photos 128).
+
+    Unreadable files are left to the decode pass to report; if none is readable: (MAX_INFERRED_SIZE, 3).
+    """
+    modes, short_sides = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                modes.append(img.mode)
+                short_sides.append(min(img.size))
+        except Exception:  # a broken file is reported when the data set is decoded
+            continue
+    if not modes:
+        return MAX_INFERRED_SIZE, 3
+    channels = 1 if all(mode in GRAY_MODES for mode in modes) else 3
+    median = int(np.median(short_sides))
+    return max(8, min(MAX_INFERRED_SIZE, median) // 4 * 4), channels

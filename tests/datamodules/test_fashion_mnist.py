@@ -25,12 +25,14 @@ def test_read_idx_round_trip(tmp_path):
     assert np.array_equal(read_idx(tmp_path / "x-idx3-ubyte.gz"), images)
 
 
-def test_small_synthetic_fashion_mnist_folder(tmp_path):
+def test_small_synthetic_fashion_mnist_folder(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 200), ("t10k", 50)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     dm = FashionMNISTDataModule(str(tmp_path), num_workers=0, batch_size=16)
+    assert (dm.image_size, dm.channels, dm.mean) == (28, 1, [0.5])  # its own size, unannounced
+    assert capsys.readouterr().err == ""
     dm.setup("fit")
     assert len(dm.splits["train"].labels) == 180 and len(dm.splits["val"].labels) == 20
     assert np.bincount(dm.splits["val"].labels).tolist() == [2] * 10

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.images import list_images, load_image
+from datamodules.images import image_nbytes, list_images, load_image, reduced_size
 
 
 def test_grayscale_and_rgb_conversion(tmp_path):
@@ -50,6 +50,23 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
     img.save(tmp_path / "r.jpg", exif=exif)
     assert load_image(tmp_path / "r.jpg").shape == (20, 10, 3)  # (H, W, C) after rotation
+
+
+def test_reduction_targets_the_shorter_side_and_never_upscales():
+    assert reduced_size((4000, 3000), 56) == (74, 56)  # 4000 * 56 / 3000 = 74.7, rounded to even
+    assert reduced_size((3000, 4000), 56) == (56, 74)  # portrait: the same rule
+    assert reduced_size((100, 100), 56) == (56, 56)
+    assert reduced_size((50, 40), 56) == (50, 40) and reduced_size((4000, 3000), None) == (4000, 3000)
+
+
+def test_non_jpeg_modes_are_shrunk_after_conversion(tmp_path):
+    Image.fromarray(np.full((300, 400), 65535, np.uint16)).save(tmp_path / "deep.png")
+    Image.new("RGBA", (400, 300), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    deep = load_image(tmp_path / "deep.png", channels=1, min_side=56)
+    clear = load_image(tmp_path / "clear.png", channels=3, min_side=56)
+    assert deep.shape == (56, 74, 1) and (deep == 255).all()
+    assert clear.shape == (56, 74, 3) and (clear == 255).all()  # alpha flattened before resampling
+    assert image_nbytes(tmp_path / "deep.png", 1, 56) == deep.nbytes
 
 
 def test_corrupt_file_raises(tmp_path):
