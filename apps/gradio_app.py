@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 from pathlib import Path
@@ -17,6 +16,7 @@ from PIL import Image
 
 from apps.explain import METHODS, explain
 from apps.inference import Predictor
+from apps.serving import check_port_free, parser
 from datamodules.folder import VAL_NAMES, sample_root
 from datamodules.images import list_images
 
@@ -156,24 +156,11 @@ def launch(
 ) -> None:
     """Serve the app; safe defaults: localhost only, no public share link, 10 MB uploads."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    check_port_free(host, port)  # before loading models: a busy port should fail in a second
     demo = build_demo(checkpoints, top_k=top_k)
     demo.queue().launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE, show_error=True
     )
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="zoo app", description="Gradio app: predictions and Grad-CAM for zoo models."
-    )
-    p.add_argument(
-        "--checkpoint", action="append", required=True, help="a .ckpt/.safetensors/.onnx (repeat for several)"
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
-    p.add_argument("--top-k", type=int, default=5)
-    return p
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def fit(
     ckpt = (
         work / "runs" / experiment / "version_0" / "checkpoints" / "best.ckpt"
     )  # a new experiment each call
-    return ckpt, float(re.findall(r"val/acc=([0-9.]+)", err)[-1]), wall
+    return ckpt, float(re.findall(r"best epoch \d+: val/acc ([0-9.]+)", err)[-1]), wall
 
 
 def fashion_mnist(per_class: int, seeds: int, epochs: int) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import only_run_dir
-from zoo.cli import ZooCLI
+from zoo.lightning_cli import ZooCLI
 from zoo.lr_find import find_lr, smooth, suggest_lr
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from zoo.classifier import ImageClassifier
 from zoo.errors import ZooError
 from zoo.registry import get_family
+from zoo.weights import first_line, pickled_object_message
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ImageClassifier:
@@ -27,16 +29,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     if path.suffix == ".safetensors":
         return _load_safetensors(path, map_location)
+    if path.suffix in (".onnx", ".pt", ".ts", ".json") and _is_export(path):
+        raise ZooError(
+            f"{path} is an exported model, not a checkpoint; pass the .ckpt it was exported from "
+            "(runs/<experiment>/<version>/checkpoints/best.ckpt)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ZooError(pickled_object_message(path, "checkpoint")) from err
     except Exception as err:
-        raise ZooError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+        raise ZooError(f"cannot read checkpoint {path}: {first_line(err)}") from err
     if not isinstance(ckpt, dict) or "zoo" not in ckpt or "state_dict" not in ckpt:
         raise ZooError(f"{path} is not a zoo checkpoint (no 'zoo' block); train it with `zoo fit`")
     model = _build(ckpt["zoo"]["family"], ckpt["hyper_parameters"])
     model.load_state_dict(ckpt["state_dict"])
     model.info = {"source": str(path), "epoch": ckpt.get("epoch"), "val_acc": _best_score(ckpt)}
     return model.eval().to(map_location)
+
+
+def _is_export(path: Path) -> bool:
+    """True for what `zoo export` writes: ONNX, TorchScript, or its JSON model card."""
+    if path.suffix == ".json" or Path(f"{path}.json").is_file():
+        return True
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return path.suffix == ".onnx" and not head.startswith(b"PK")  # a .ckpt is a zip; ONNX is protobuf
 
 
 def _build(family: str, hyper_parameters: dict[str, Any]) -> ImageClassifier:

@@ -205,9 +205,9 @@ class ImageClassifier(L.LightningModule):
         acc = values.pop("val/acc")
         self.log("val/acc", acc, prog_bar=True)
         self.log_dict(values)
-        if not self.trainer.sanity_checking:  # the untrained sanity pass is no "best"
+        if not self.trainer.sanity_checking:  # the untrained sanity pass is no "best", nor logged as one
             self.val_acc_best(acc)
-        self.log("val/acc_best", self.val_acc_best.compute())
+            self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,21 @@ def check_weights_path(path: str | Path) -> Path:
     return path
 
 
+def pickled_object_message(path: Path, option: str) -> str:
+    """torch.load(weights_only=True) refused a file: it pickles Python objects (a whole model), not tensors."""
+    return (
+        f"{option} {path} holds pickled Python objects (e.g. a whole model saved with torch.save(model)), "
+        "which zoo does not load because unpickling can run any code; save the weights instead: "
+        "torch.save(model.state_dict(), 'weights.pth')"
+    )
+
+
+def first_line(err: BaseException) -> str:
+    """`Type: first line of the message`, for errors whose messages run to many lines."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """Tensors from a .safetensors, .pth/.pt/.bin or zoo/Lightning .ckpt file (weights only, no code).
 
@@ -52,8 +68,10 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
 
             return load_file(str(path)), None
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ZooError(pickled_object_message(path, "--model.weights")) from err
     except Exception as err:
-        raise ZooError(f"cannot read weights from {path}: {type(err).__name__}: {err}") from err
+        raise ZooError(f"cannot read weights from {path}: {first_line(err)}") from err
     class_names = None
     if isinstance(state, dict) and isinstance(state.get("hyper_parameters"), dict):
         class_names = state["hyper_parameters"].get("class_names")

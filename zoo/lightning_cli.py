@@ -1,0 +1,283 @@
+"""ZooCLI: LightningCLI with zoo's run folders, default loggers and callbacks, and the LR finder."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks.progress import ProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from datamodules import ImageClassificationDataModule
+from zoo.classifier import ImageClassifier
+from zoo.console import console
+from zoo.errors import ZooError
+from zoo.lr_find import find_lr
+from zoo.parse_errors import ZooArgumentParser
+from zoo.progress import RunReport
+from zoo.registry import FAMILIES
+from zoo.runs import (
+    default_loggers,
+    default_precision,
+    latest_checkpoint,
+    new_run_dir,
+    offline_wandb_dirs,
+    wandb_offline,
+)
+from zoo.weights import check_weights_path
+
+LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation")
+RUN_DIR = "<run_dir>"  # stands for the run folder in a logger's save_dir
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with zoo's run folders, default loggers/callbacks and the LR finder."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.run_dir: Path | None = None
+        super().__init__(
+            model_class=ImageClassifier,
+            subclass_mode_model=True,
+            datamodule_class=ImageClassificationDataModule,
+            subclass_mode_data=True,
+            trainer_defaults={
+                "precision": default_precision(),
+                "max_epochs": 10,
+                "log_every_n_steps": None,  # None: about 10 points per epoch (zoo.progress.RunReport)
+                "enable_model_summary": False,  # the run header gives the size in one line
+            },
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},  # the run folder is new, nothing to overwrite
+            # zoo's optimiser/schedule are plain model arguments (lr, optimizer, scheduler) so that the
+            # fine-tuning param groups and the LR finder keep working; Lightning's --optimizer would bypass them.
+            auto_configure_optimizers=False,
+            parser_class=ZooArgumentParser,  # parse errors become one line (zoo.parse_errors)
+            parser_kwargs={"description": "zoo: train and fine-tune image classifiers."},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="runs/<experiment>/...; default: the model family",
+        )
+        parser.add_argument("--runs_dir", type=str, default="runs", help="root folder of all runs")
+        parser.add_argument(
+            "--lr_find", type=bool, default=False, help="run the LR finder first and use its lr"
+        )
+        for key in LINKED:
+            parser.link_arguments(
+                "data", f"model.init_args.{key}", compute_fn=_data_config_getter(key), apply_on="instantiate"
+            )
+        parser.set_defaults(
+            {
+                "model": {"class_path": "zoo.classifier.CNNClassifier"},
+                "data": {"class_path": "datamodules.ImageFolderDataModule"},
+            }
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # `--ckpt_path last` means this experiment's latest run, resolved before Lightning reads the checkpoint's
+        # hyperparameters. (Lightning's own "last" looks in the new, empty run folder and trains from scratch.)
+        cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        if cfg.get("ckpt_path") == "last":
+            experiment = cfg.experiment or _family_of(cfg.model.class_path)
+            cfg.ckpt_path = str(latest_checkpoint(cfg.runs_dir, experiment))
+            console.print(f"[bold]resuming[/] {cfg.ckpt_path}")
+
+    def _cfg(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._cfg()
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("best", "hpc") and not Path(ckpt_path).is_file():
+            raise ZooError(
+                f"--ckpt_path {ckpt_path} not found; pass a .ckpt from runs/<experiment>/<version>/checkpoints/"
+            )
+        _fill_data_defaults(cfg)
+        weights = (cfg.model.get("init_args") or {}).get("weights")
+        if weights and not ckpt_path and self.subcommand in (None, "fit", "lr-find"):
+            check_weights_path(weights)  # read when fitting starts; a typo should fail now, not minutes later
+        experiment = cfg.experiment or _family_of(cfg.model.class_path)
+        self.run_dir = new_run_dir(cfg.runs_dir, experiment)
+        self.experiment = experiment
+        cfg.trainer.default_root_dir = str(self.run_dir)
+        for logger in _as_list(cfg.trainer.logger):
+            args = getattr(logger, "init_args", None)
+            if args is not None and args.get("save_dir") == RUN_DIR:
+                args.save_dir = str(self.run_dir)
+                for key in ("name", "version"):  # log straight into the run folder, no nesting
+                    if key in args:
+                        args[key] = ""
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # What the data module worked out from the images (size, channels, statistics) goes into the
+        # config, so the run's config.yaml says what was used and reruns as it ran.
+        data = self._cfg().data.get("init_args")
+        if data is not None and self.datamodule is not None:
+            for key in ("image_size", "channels", "mean", "std", "interpolation"):
+                if key in data and data[key] is None:
+                    data[key] = getattr(self.datamodule, key)
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = _as_list(trainer_cfg.get("callbacks"))
+        loggers = self._loggers(trainer_cfg.get("logger"))
+        kwargs["logger"] = loggers or False
+        if self.subcommand in (None, "fit"):
+            checkpoints = self.run_dir / "checkpoints"
+            best = ModelCheckpoint(
+                checkpoints, "best", monitor="val/acc", mode="max", auto_insert_metric_name=False
+            )
+            # Not `save_last=True`: Lightning 2.6 rewrites last.ckpt only in epochs that improve val/acc, so
+            # a resume would silently repeat every epoch since the best one. An unmonitored callback saves
+            # every epoch.
+            last = ModelCheckpoint(
+                checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False
+            )
+            callbacks += [best, last]  # best first: it is trainer.checkpoint_callback
+            if loggers:
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
+            adapt = trainer_cfg.get("log_every_n_steps") is None
+            if adapt:
+                kwargs["log_every_n_steps"] = (
+                    1  # RunReport sets it from the epoch's length when fitting starts
+                )
+            self.report = RunReport(self.run_dir, self.run_dir / "config.yaml", adapt_logging=adapt)
+            callbacks.append(self.report)
+        # A progress bar only in a terminal: in a log file or CI it prints control characters, and the
+        # epoch lines say what matters there.
+        wants_bar = trainer_cfg.get("enable_progress_bar", True) is not False and sys.stdout.isatty()
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        elif not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["enable_progress_bar"] = False
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def _loggers(self, configured: Any) -> list[Logger]:
+        if configured is False:
+            return []
+        if configured is None or configured is True:
+            loggers = default_loggers(
+                self.run_dir, self.experiment, with_wandb=self.subcommand in (None, "fit")
+            )
+        else:
+            loggers = _as_list(configured)
+            if not any(isinstance(lg, CSVLogger) for lg in loggers):
+                loggers.append(CSVLogger(save_dir=str(self.run_dir), name="", version=""))
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                # Lightning passes wandb.init an `anonymous` setting that wandb ignores and warns about on
+                # every run; not passing it changes nothing else.
+                getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+        return loggers
+
+    # --- subcommand hooks --------------------------------------------------------------------
+    def before_fit(self) -> None:
+        if self._cfg().get("ckpt_path"):
+            if self._cfg().lr_find or self.model.lr == "auto":
+                console.print("LR finder skipped: a resumed run continues the schedule it was saved with")
+            if self.model.lr == "auto":
+                self.model.lr = 1e-3  # overwritten by the restored optimizer and schedule
+        elif self._cfg().lr_find or self.model.lr == "auto":
+            find_lr(self.trainer, self.model, self.datamodule, self.run_dir)
+
+    def after_fit(self) -> None:
+        ckpt = self.trainer.checkpoint_callback
+        self.report.summary(self.trainer, ckpt.best_model_path if ckpt is not None else None)
+        for run in offline_wandb_dirs(self.run_dir):
+            console.print(f"[bold]W&B[/] offline run saved in {run}; upload it with: wandb sync {run}")
+
+
+def _fill_data_defaults(cfg: Any) -> None:
+    """Preprocessing the user left unset (null) comes from the model: a pretrained backbone's own statistics.
+
+    Filled into the config itself, so the run's config.yaml says what was used.
+    """
+    data = cfg.data.get("init_args")
+    if data is None:
+        return
+    args = cfg.model.get("init_args")
+    model_args = args.as_dict() if hasattr(args, "as_dict") else dict(args or {})
+    module, _, name = cfg.model.class_path.rpartition(".")
+    defaults = getattr(importlib.import_module(module), name).data_defaults(model_args)
+    channels = data.get("channels")
+    for key, value in defaults.items():
+        if key in data and data[key] is None:
+            # grey input to an RGB net: one average (channels None: the data module decides and averages)
+            if key in ("mean", "std") and channels is not None and channels != len(value):
+                value = [round(sum(value) / len(value), 4)] * channels
+            data[key] = value
+
+
+def _data_config_getter(key: str):
+    def get(data: ImageClassificationDataModule) -> Any:
+        return data.data_config[key]
+
+    return get
+
+
+def _family_of(class_path: str) -> str:
+    name = class_path.rsplit(".", 1)[-1]
+    for family, cls in FAMILIES.items():
+        if cls.__name__ == name:
+            return family
+    return name.lower()
+
+
+def _as_list(value: Any) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def lr_find_main(args: list[str]) -> None:
+    """`zoo lr-find`: the same config parsing as `zoo fit`, then the range test alone."""
+    cli = ZooCLI(args=args, run=False)
+    suggestion = find_lr(cli.trainer, cli.model, cli.datamodule, cli.run_dir)
+    if suggestion is None:
+        raise ZooError(
+            "the LR finder stopped before it could suggest a learning rate; try more data or --data.batch_size smaller"
+        )
+    print(f"{suggestion:.6g}")
+
+
+def lightning_args(args: list[str]) -> list[str]:
+    """What a user may type that jsonargparse would refuse, rewritten to what it accepts.
+
+    - `--model cnn`: the registry's short names stand for the family's class path.
+    - `--trainer.logger TensorBoardLogger` alone: jsonargparse requires a save_dir; zoo uses the run folder.
+    """
+    if wandb_offline():
+        os.environ.setdefault("WANDB_SILENT", "true")  # zoo prints the one line that matters: how to sync
+    out = []
+    for i, arg in enumerate(args):
+        previous = args[i - 1] if i else ""
+        if previous == "--model" and arg in FAMILIES:
+            arg = f"{FAMILIES[arg].__module__}.{FAMILIES[arg].__name__}"
+        elif arg.startswith("--model=") and arg[8:] in FAMILIES:
+            arg = f"--model={FAMILIES[arg[8:]].__module__}.{FAMILIES[arg[8:]].__name__}"
+        out.append(arg)
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--trainer.logger=") else None
+        if arg == "--trainer.logger" and i + 1 < len(args):
+            value = args[i + 1]
+        if (
+            value
+            and value.split(".")[-1].endswith("Logger")
+            and not any(a.startswith("--trainer.logger.save_dir") for a in args)
+        ):
+            out += ["--trainer.logger.save_dir", RUN_DIR]
+    return out

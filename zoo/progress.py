@@ -1,0 +1,180 @@
+"""What `zoo fit` tells the user: a header, one line per epoch with the whole run's ETA, a closing summary.
+
+The lines go to stderr through zoo's console, so they read the same in a terminal (above Lightning's
+progress bar), in a log file and in CI, where a progress bar would only print control characters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from zoo.console import console
+
+INTERRUPTED: list[Path] = []  # run folders stopped by Ctrl-C in this process: `zoo` then exits 130
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else (f"{n / 1e3:.0f} K" if n >= 1e3 else str(n))
+
+
+def _value(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return float(value) if isinstance(value, (torch.Tensor, float, int)) else None
+
+
+class RunReport(L.Callback):
+    """Prints the run header, an epoch line after each validation, and the summary when fitting ends.
+
+    Args:
+        run_dir: the run folder, named in the summary with the files the run wrote.
+        config_path: the run's config.yaml, used in the printed resume command.
+        adapt_logging: set the trainer's log_every_n_steps from the epoch's length.
+    """
+
+    def __init__(self, run_dir: Path, config_path: Path | None = None, adapt_logging: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.adapt_logging = adapt_logging
+        self.config_path = config_path
+        self.history: list[dict[str, float | None]] = []
+        self.fit_start = self.epoch_start = self.train_seconds = 0.0
+        self.train_images = self.epoch_images = 0
+        self.train_end: float | None = None
+        self.loss_sum = torch.zeros(())
+
+    # --- header ------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_start = time.perf_counter()
+        data = trainer.datamodule
+        sizes = {name: len(split.labels) for name, split in getattr(data, "splits", {}).items()}
+        params = sum(p.numel() for p in pl_module.parameters())
+        images = ", ".join(f"{n:,} {name}" for name, n in sizes.items())
+        console.print(
+            f"[bold]fit[/] {type(pl_module.net).__name__} ({_fmt_count(params)} parameters), "
+            f"{len(pl_module.hparams['class_names'])} classes, {images} images at {pl_module.hparams['image_size']} px; "
+            f"{trainer.max_epochs} epochs on {trainer.strategy.root_device.type} ({trainer.precision}) "
+            f"-> {self.run_dir}"
+        )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve."""
+        if self.adapt_logging:
+            trainer.log_every_n_steps = max(1, min(50, int(trainer.num_training_batches) // 10))
+
+    # --- per epoch ---------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_start = time.perf_counter()
+        self.epoch_images = 0
+        self.train_end = None
+        self.loss_sum = torch.zeros((), device=pl_module.device)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        n = len(batch[1])  # (images, labels)
+        self.epoch_images += n
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self.loss_sum += loss.detach().float() * n  # summed on the device: no sync every step
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and self.train_end is None:
+            self.train_end = time.perf_counter()  # the epoch's training part ends where validation starts
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.perf_counter()
+        train_end = self.train_end or now
+        self.train_seconds += train_end - self.epoch_start
+        self.train_images += self.epoch_images
+        metrics = trainer.callback_metrics
+        row = {key: _value(metrics, key) for key in ("val/loss", "val/acc", "val/f1", "val/acc_top5")}
+        row["train/loss"] = float(self.loss_sum) / self.epoch_images if self.epoch_images else None
+        row["epoch"] = trainer.current_epoch + 1
+        row["seconds"] = now - self.epoch_start
+        self.history.append(row)
+        console.print(self._epoch_line(trainer, row))
+
+    def _epoch_line(self, trainer: L.Trainer, row: dict[str, Any]) -> str:
+        parts = [f"epoch {row['epoch']}/{trainer.max_epochs}"]
+        for key, name in (("train/loss", "loss"), ("val/loss", "val/loss"), ("val/acc", "val/acc")):
+            if row.get(key) is not None:
+                parts.append(f"{name} {row[key]:.3f}")
+        accs = [r["val/acc"] for r in self.history if r.get("val/acc") is not None]
+        if row.get("val/acc") is not None and row["val/acc"] == max(accs):
+            parts[-1] += " (best)"
+        parts.append(f"{row['seconds']:.1f} s")
+        done = len(self.history)
+        if trainer.max_epochs and trainer.max_epochs > trainer.current_epoch + 1 and done:
+            per_epoch = sum(r["seconds"] for r in self.history) / done
+            parts.append(f"ETA {_fmt_duration(per_epoch * (trainer.max_epochs - trainer.current_epoch - 1))}")
+        return "  ".join(parts)
+
+    # --- Ctrl-C --------------------------------------------------------------------------------
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        INTERRUPTED.append(self.run_dir)
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if trainer.global_step > 0:
+            # Lightning's loops record the batch reached, so the resumed run continues from here.
+            trainer.save_checkpoint(last)
+            console.print(
+                f"\n[bold yellow]interrupted[/] at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step}; saved {last}"
+            )
+            console.print(f"resume with: {self.resume_command(last)}")
+        elif last.is_file():
+            console.print(f"\n[bold yellow]interrupted[/]; resume with: {self.resume_command(last)}")
+        else:
+            console.print("\n[bold yellow]interrupted[/] before the first training step; nothing to resume")
+
+    def resume_command(self, ckpt: Path) -> str:
+        config = f" --config {self.config_path}" if self.config_path else ""
+        return f"zoo fit{config} --ckpt_path {ckpt}"
+
+    # --- summary -------------------------------------------------------------------------------
+    def summary(self, trainer: L.Trainer, best_path: str | None) -> None:
+        """The closing lines: best epoch and its metrics, time and speed, where things are, what next."""
+        elapsed = time.perf_counter() - self.fit_start
+        scored = [r for r in self.history if r.get("val/acc") is not None]
+        speed = self.train_images / self.train_seconds if self.train_seconds > 0 else math.nan
+        console.print(
+            f"[bold green]done[/] in {_fmt_duration(elapsed)}: {len(self.history)} epoch(s), "
+            f"{speed:,.0f} training images/s"
+        )
+        if scored:
+            best = max(scored, key=lambda r: r["val/acc"])
+            shown = "  ".join(
+                f"{k} {best[k]:.4f}"
+                for k in ("val/acc", "val/f1", "val/acc_top5", "val/loss")
+                if best.get(k) is not None
+            )
+            console.print(f"[bold]best[/] epoch {best['epoch']}: {shown}")
+        if best_path:
+            console.print(f"[bold green]best checkpoint[/] {best_path}")
+        files = sorted(p.name + ("/" if p.is_dir() else "") for p in self.run_dir.iterdir())
+        console.print(f"[bold]wrote[/] {self.run_dir}/: {', '.join(files)}")
+        if best_path:
+            ckpt = Path(best_path)
+            if ckpt.is_absolute() and ckpt.is_relative_to(Path.cwd()):
+                ckpt = ckpt.relative_to(Path.cwd())
+            console.print("[bold]next[/]")
+            for command in (
+                f"zoo predict --checkpoint {ckpt} IMAGES_OR_FOLDERS",
+                f"zoo app --checkpoint {ckpt}",
+                f"zoo export --checkpoint {ckpt} --format onnx",
+            ):
+                console.print(f"  {command}")
