@@ -189,14 +189,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[bold red]zoo: error:[/] {user_error}")
         return 2
-    except SystemExit as exit_:  # argparse/jsonargparse exit after --help and --print_config
+    except SystemExit as exit_:  # argparse/jsonargparse exit after --help; Lightning after Ctrl-C
+        if _interrupted():
+            return 130  # the shell's code for Ctrl-C; zoo.progress saved last.ckpt and printed the resume
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except KeyboardInterrupt:
+        console.print("\n[bold yellow]interrupted[/]")
         return 130
     finally:
         if "zoo.runs" in sys.modules:  # only loaded once a verb that makes run folders started
             sys.modules["zoo.runs"].remove_empty_run_dirs()
     return 0
+
+
+def _interrupted() -> bool:
+    progress = sys.modules.get("zoo.progress")
+    return bool(progress and progress.INTERRUPTED)
 
 
 def _quiet() -> None:
@@ -217,6 +225,10 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
     # A resumed run writes into a new run folder, so its ModelCheckpoint starts a new "best" there.
     warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
+    # After Ctrl-C mid-epoch the resumed epoch draws a new shuffle; zoo says so when it saves (zoo.progress).
+    warnings.filterwarnings(
+        "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+    )
     # Frozen BatchNorm layers (freeze_epochs, freeze_bn_stats) are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates: nothing a user can change.

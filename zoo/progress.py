@@ -69,6 +69,11 @@ class RunReport(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve."""
+        self.epoch_start = time.perf_counter()  # a run resumed mid-epoch gets no on_train_epoch_start
+        if trainer.ckpt_path:
+            console.print(
+                f"resuming {trainer.ckpt_path} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+            )
         if self.adapt_logging:
             trainer.log_every_n_steps = max(1, min(50, int(trainer.num_training_batches) // 10))
 
@@ -130,10 +135,11 @@ class RunReport(L.Callback):
         last = self.run_dir / "checkpoints" / "last.ckpt"
         if trainer.global_step > 0:
             # Lightning's loops record the batch reached, so the resumed run continues from here.
-            trainer.save_checkpoint(last)
+            trainer.save_checkpoint(last, weights_only=False)
             console.print(
-                f"\n[bold yellow]interrupted[/] at epoch {trainer.current_epoch + 1}, step "
-                f"{trainer.global_step}; saved {last}"
+                f"\n[bold yellow]interrupted[/] in epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step}; saved {last} (a resumed run finishes this epoch on freshly "
+                "shuffled batches)"
             )
             console.print(f"resume with: {self.resume_command(last)}")
         elif last.is_file():
