@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.images import list_images, load_image, to_array
+from datamodules.images import decode_side, list_images, load_image, to_array
 from datamodules.transforms import eval_transform
 from zoo.checkpoint import load_checkpoint, model_card
 from zoo.errors import ZooError
@@ -65,10 +65,13 @@ class Predictor:
     # --- preprocessing ----------------------------------------------------------------------
     def prepare(self, image: np.ndarray | Image.Image | str | Path) -> torch.Tensor:
         """One image (array, PIL image or file) -> (C, H, W) float in [0, 1], as in validation."""
+        # Decoded as training decodes (shorter side shrunk to decode_side), so a 12 MP photo is
+        # resampled the same way, and costs the same memory, as in training.
+        side = decode_side(self.card["image_size"])
         if isinstance(image, (str, Path)):
-            image = load_image(image, self.channels)
+            image = load_image(image, self.channels, side)
         elif isinstance(image, Image.Image):
-            image = to_array(image, self.channels)
+            image = to_array(image, self.channels, side)
         elif image.ndim == 2 or image.shape[-1] != self.channels:
             image = to_array(Image.fromarray(image.squeeze()), self.channels)
         return self.transform(image=image)["image"].float().div_(255)
@@ -144,7 +147,7 @@ def write_predictions(rows: Iterable[dict[str, Any]], output: Path | None, strea
 
     done = failed = 0
     stream = stream or sys.stdout
-    handle = open(output, "w", newline="") if output else stream  # noqa: SIM115 - closed below
+    handle = open(output, "w", newline="", encoding="utf-8") if output else stream  # noqa: SIM115 - closed below
     try:
         writer = None
         if output and output.suffix == ".csv":
@@ -154,12 +157,12 @@ def write_predictions(rows: Iterable[dict[str, Any]], output: Path | None, strea
             failed += "error" in row
             done += "error" not in row
             if writer:
-                topk = json.dumps(row["topk"]) if "topk" in row else ""
+                topk = json.dumps(row["topk"], ensure_ascii=False) if "topk" in row else ""
                 writer.writerow(
                     [row["path"], row.get("label", ""), row.get("score", ""), topk, row.get("error", "")]
                 )
             else:
-                handle.write(json.dumps(row) + "\n")
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 handle.flush()
     finally:
         if output:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import warnings
@@ -28,7 +27,7 @@ def lr_find_main(args: list[str]) -> None:
     from zoo.lightning_cli import ZooCLI
     from zoo.lr_find import find_lr
 
-    cli = ZooCLI(args=args, run=False)
+    cli = ZooCLI(args=args, run=False, wandb=False)
     suggestion = find_lr(cli.trainer, cli.model, cli.datamodule, cli.run_dir)
     if suggestion is None:
         raise ZooError(
@@ -141,6 +140,57 @@ def app_main(args: list[str]) -> int:
     return 0
 
 
+COMMON_OPTIONS = {
+    "fit": [
+        ("--config FILE", "a recipe (below) or a run's config.yaml; repeat to layer several, later wins"),
+        (
+            "--data.root PATH",
+            "your images: PATH/<class>/* or PATH/{train,val}/<class>/* (default: the sample)",
+        ),
+        ("--data.image_size N", "side in px the model sees (recipes: null = from the images, at most 128)"),
+        ("--data.channels 1|3", "grayscale or RGB (recipes: null = 1 when every image is grayscale)"),
+        ("--data.batch_size N", "images per step"),
+        ("--data.augment PRESET", "none | light (pad-crop) | standard (random resized crop + jitter)"),
+        ("--data.hflip true|false", "random mirror images in training"),
+        ("--model NAME", "cnn | mlp | timm (`zoo models` lists the timm backbones)"),
+        ("--model.backbone NAME", "the timm backbone of --model timm, e.g. tf_efficientnet_lite0"),
+        ("--model.lr LR|auto", "peak learning rate; auto runs the LR finder first"),
+        ("--trainer.max_epochs N", "passes over the training images"),
+        (
+            "--trainer.accelerator A",
+            "cpu | gpu | auto;  --trainer.devices N;  --trainer.precision bf16-mixed",
+        ),
+        ("--ckpt_path PATH|last", "resume a run (last = this experiment's latest)"),
+        ("--experiment NAME", "write to runs/NAME/version_N (default: the model family)"),
+        ("--print_config", "print the complete config (every option and its value) and stop"),
+    ],
+    "validate": [
+        ("--ckpt_path PATH", "the checkpoint to evaluate; its run's config.yaml gives the data and model"),
+        ("--config FILE", "other settings instead of the run's config.yaml"),
+        ("--data.root PATH", "evaluate on another folder with the same classes"),
+    ],
+}
+COMMON_OPTIONS["test"] = COMMON_OPTIONS["validate"]
+COMMON_OPTIONS["lr-find"] = COMMON_OPTIONS["fit"][:11]
+
+
+def print_short_help(verb: str) -> None:
+    """`zoo fit --help`: the options most runs need and the recipes; --help-all gives jsonargparse's full list."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    print(f"usage: zoo {verb} [--config FILE ...] [options]\n\n{VERBS[verb]}\n\ncommon options:")
+    for option, text in [*COMMON_OPTIONS[verb], ("--debug", "show the full traceback of an error")]:
+        print(f"  {option:<26} {text}")
+    if verb in ("fit", "lr-find") and configs.is_dir():
+        print("\nrecipes (--config configs/NAME):")
+        for recipe in sorted(configs.glob("*.yaml")):
+            first = recipe.read_text().splitlines()[0].lstrip("# ").strip()
+            print(f"  {recipe.name:<26} {first}")
+    print(
+        f"\nevery option with its default: zoo {verb} --help-all\n"
+        f"one class's options: zoo {verb} --model.help TimmClassifier, --data.help ImageFolderDataModule"
+    )
+
+
 def print_help() -> None:
     print("usage: zoo <verb> [options]   (zoo <verb> --help for a verb's options)\n\nverbs:")
     for verb, text in VERBS.items():
@@ -165,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     try:
         if verb in ("fit", "validate", "test", "lr-find"):
+            if any(a in ("-h", "--help") for a in rest):
+                print_short_help(verb)
+                return 0
             from zoo.lightning_cli import ZooCLI, lightning_args
 
-            rest = lightning_args(rest)
+            rest = ["--help" if a == "--help-all" else a for a in rest]
+            rest = lightning_args(rest, verb)
             if verb == "lr-find":
                 lr_find_main(rest)
             else:
@@ -209,15 +263,9 @@ def _interrupted() -> bool:
 
 def _quiet() -> None:
     """Silence, at their source, the messages a zoo user cannot act on."""
-    # Lightning's info lines ("Seed set to 42", "GPU available: False", tips to install other products,
-    # "`Trainer.fit` stopped"): zoo's own run header and summary say what matters. Warnings still show.
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.seed",
-        "lightning.fabric",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if not sys.stderr.isatty():  # tqdm bars (Lightning's LR finder) are \r-joined lines in a log file
+        os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     # The CSV logger writes into the run folder, which zoo just created and filled with config.yaml:
@@ -228,6 +276,10 @@ def _quiet() -> None:
     # After Ctrl-C mid-epoch the resumed epoch draws a new shuffle; zoo says so when it saves (zoo.progress).
     warnings.filterwarnings(
         "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+    )
+    # validate/test rebuild the model from a checkpoint and need none of the callbacks that wrote it.
+    warnings.filterwarnings(
+        "ignore", message=".*callbacks used to create the checkpoint need to be provided.*"
     )
     # Frozen BatchNorm layers (freeze_epochs, freeze_bn_stats) are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")

@@ -78,7 +78,7 @@ def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
 
         state = {k: v.contiguous() for k, v in model.net.state_dict().items()}
         save_file(state, str(output), metadata={"zoo": json.dumps(card)})
-    Path(f"{output}.json").write_text(json.dumps(card, indent=1) + "\n")
+    Path(f"{output}.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,8 +39,14 @@ RUN_DIR = "<run_dir>"  # stands for the run folder in a logger's save_dir
 class ZooCLI(LightningCLI):
     """LightningCLI with zoo's run folders, default loggers/callbacks and the LR finder."""
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    def __init__(self, args: list[str] | None = None, run: bool = True, wandb: bool = True) -> None:
+        # Lightning's info lines ("Seed set to 42", "GPU available: False", tips to install other products,
+        # "`Trainer.fit` stopped"): zoo's header and summary say what matters. Warnings still show. (Set
+        # here, not before importing lightning: its import resets the level to INFO.)
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.run_dir: Path | None = None
+        self.wandb = wandb  # `zoo lr-find` logs nothing worth a W&B run
         super().__init__(
             model_class=ImageClassifier,
             subclass_mode_model=True,
@@ -100,6 +107,11 @@ class ZooCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self._cfg()
         ckpt_path = cfg.get("ckpt_path")
+        if self.subcommand in ("validate", "test") and not ckpt_path:
+            raise ZooError(
+                f"zoo {self.subcommand} evaluates a trained model: pass --ckpt_path "
+                "runs/<experiment>/<version>/checkpoints/best.ckpt"
+            )
         if ckpt_path and ckpt_path not in ("best", "hpc") and not Path(ckpt_path).is_file():
             raise ZooError(
                 f"--ckpt_path {ckpt_path} not found; pass a .ckpt from runs/<experiment>/<version>/checkpoints/"
@@ -171,7 +183,7 @@ class ZooCLI(LightningCLI):
             return []
         if configured is None or configured is True:
             loggers = default_loggers(
-                self.run_dir, self.experiment, with_wandb=self.subcommand in (None, "fit")
+                self.run_dir, self.experiment, with_wandb=self.wandb and self.subcommand in (None, "fit")
             )
         else:
             loggers = _as_list(configured)
@@ -254,14 +266,19 @@ def lr_find_main(args: list[str]) -> None:
     print(f"{suggestion:.6g}")
 
 
-def lightning_args(args: list[str]) -> list[str]:
+def lightning_args(args: list[str], verb: str = "fit") -> list[str]:
     """What a user may type that jsonargparse would refuse, rewritten to what it accepts.
 
     - `--model cnn`: the registry's short names stand for the family's class path.
     - `--trainer.logger TensorBoardLogger` alone: jsonargparse requires a save_dir; zoo uses the run folder.
+    - `zoo validate|test --ckpt_path X` with no --config: the settings of X's run (its config.yaml).
     """
     if wandb_offline():
         os.environ.setdefault("WANDB_SILENT", "true")  # zoo prints the one line that matters: how to sync
+    if verb in ("validate", "test") and not any(
+        a in ("-c", "--config") or a.startswith("--config=") for a in args
+    ):
+        args = _run_config_of_checkpoint(args) + args
     out = []
     for i, arg in enumerate(args):
         previous = args[i - 1] if i else ""
@@ -281,3 +298,19 @@ def lightning_args(args: list[str]) -> list[str]:
         ):
             out += ["--trainer.logger.save_dir", RUN_DIR]
     return out
+
+
+def _run_config_of_checkpoint(args: list[str]) -> list[str]:
+    """`--config RUN/config.yaml` for the run a --ckpt_path comes from, so validate/test see its data."""
+    ckpt = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--ckpt_path"), None)
+    ckpt = ckpt or next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
+    if ckpt is None or ckpt in ("last", "best") or not Path(ckpt).is_file():
+        return []  # no checkpoint yet: the parser or before_instantiate_classes says what is missing
+    config = Path(ckpt).resolve().parent.parent / "config.yaml"  # RUN/checkpoints/x.ckpt -> RUN/config.yaml
+    if not config.is_file():
+        raise ZooError(
+            f"no config.yaml in the run folder of {ckpt}; pass the data and model settings with "
+            "--config (the recipe it was trained with) and --data.root PATH"
+        )
+    console.print(f"settings from {config} (pass --config to use others)")
+    return ["--config", str(config)]
