@@ -264,8 +264,6 @@ def _interrupted() -> bool:
 def _quiet() -> None:
     """Silence, at their source, the messages a zoo user cannot act on."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if not sys.stderr.isatty():  # tqdm bars (Lightning's LR finder) are \r-joined lines in a log file
-        os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     # The CSV logger writes into the run folder, which zoo just created and filled with config.yaml:

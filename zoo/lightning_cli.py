@@ -11,7 +11,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.callbacks.progress import ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from datamodules import ImageClassificationDataModule
@@ -121,7 +121,16 @@ class ZooCLI(LightningCLI):
         if weights and not ckpt_path and self.subcommand in (None, "fit", "lr-find"):
             check_weights_path(weights)  # read when fitting starts; a typo should fail now, not minutes later
         experiment = cfg.experiment or _family_of(cfg.model.class_path)
-        self.run_dir = new_run_dir(cfg.runs_dir, experiment)
+        ckpt_run = Path(ckpt_path).resolve().parent if ckpt_path else None
+        if (
+            self.subcommand in ("validate", "test")
+            and ckpt_run is not None
+            and ckpt_run.name == "checkpoints"
+        ):
+            # An evaluation is filed with the run it evaluates: RUN/test/version_N, not a new run.
+            self.run_dir = new_run_dir(ckpt_run.parent, self.subcommand)
+        else:
+            self.run_dir = new_run_dir(cfg.runs_dir, experiment)
         self.experiment = experiment
         cfg.trainer.default_root_dir = str(self.run_dir)
         for logger in _as_list(cfg.trainer.logger):
@@ -176,7 +185,11 @@ class ZooCLI(LightningCLI):
         elif not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["enable_progress_bar"] = False
         kwargs["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand in ("validate", "test") and not loggers:
+            # Nothing is logged, so a config.yaml alone would leave a folder that records nothing.
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
+        return trainer
 
     def _loggers(self, configured: Any) -> list[Logger]:
         if configured is False:

@@ -10,14 +10,17 @@ against log(lr), as fastai does.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.tuner import Tuner
+from lightning.pytorch.tuner import Tuner, lr_finder
 from rich.console import Console
 
 PLACEHOLDER_LR = 1e-3
@@ -65,7 +68,10 @@ def find_lr(
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = 10**6  # the sweep's step count bounds it, not the run's epochs
     try:
-        result = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
+        # Lightning's finder always draws a tqdm bar; in a log file or CI that is one line of \r-joined frames.
+        quiet_bar = functools.partial(lr_finder.tqdm, disable=not sys.stderr.isatty())
+        with mock.patch.object(lr_finder, "tqdm", quiet_bar):
+            result = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False)
         losses = model.loss_trace
     finally:
         model.loss_trace = None
