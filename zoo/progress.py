@@ -169,14 +169,12 @@ class RunReport(L.Callback):
                 if best.get(k) is not None
             )
             console.print(f"[bold]best[/] epoch {best['epoch']}: {shown}")
-        if best_path:
-            console.print(f"[bold green]best checkpoint[/] {best_path}")
+        ckpt = _relative(Path(best_path)) if best_path else None
+        if ckpt:
+            console.print(f"[bold green]best checkpoint[/] {ckpt}")
         files = sorted(p.name + ("/" if p.is_dir() else "") for p in self.run_dir.iterdir())
         console.print(f"[bold]wrote[/] {self.run_dir}/: {', '.join(files)}")
-        if best_path:
-            ckpt = Path(best_path)
-            if ckpt.is_absolute() and ckpt.is_relative_to(Path.cwd()):
-                ckpt = ckpt.relative_to(Path.cwd())
+        if ckpt:
             console.print("[bold]next[/]")
             for command in (
                 f"zoo predict --checkpoint {ckpt} IMAGES_OR_FOLDERS",
@@ -184,3 +182,8 @@ class RunReport(L.Callback):
                 f"zoo export --checkpoint {ckpt} --format onnx",
             ):
                 console.print(f"  {command}")
+
+
+def _relative(path: Path) -> Path:
+    """A path as the user would type it from here: relative when it lies under the working folder."""
+    return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
