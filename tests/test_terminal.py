@@ -45,14 +45,12 @@ def test_fit_prints_epoch_lines_and_a_summary_and_nothing_else(tmp_path):
     assert proc.stdout == ""  # stdout is for results (JSON, numbers); a fit has none
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("data: 3 channels (RGB), 16 px, from the images in")
-    assert (
-        lines[1].startswith("fit CNN (")
-        and "3 classes, 144 train, 36 val images at 16 px; 2 epochs on cpu" in lines[1]
-    )
-    assert lines[2].startswith("epoch 1/2  loss ") and "val/acc" in lines[2] and "ETA" in lines[2]
-    assert lines[3].startswith("epoch 2/2  loss ")
-    assert lines[4].startswith("done in ") and "training images/s" in lines[4]
-    assert lines[5].startswith("best epoch ") and "val/acc" in lines[5]
+    assert lines[1].startswith("fit CNN (") and "3 classes, 144 train, 36 val images at 16 px" in lines[1]
+    assert lines[2] == "2 epochs on cpu (32-true), writing to runs/cnn/version_0"
+    assert lines[3].startswith("epoch 1/2  loss ") and "val/acc" in lines[3] and "ETA" in lines[3]
+    assert lines[4].startswith("epoch 2/2  loss ")
+    assert lines[5].startswith("done in ") and "training images/s" in lines[5]
+    assert lines[6].startswith("best epoch ") and "val/acc" in lines[6]
     run = "runs/cnn/version_0"
     assert f"{run}/checkpoints/best.ckpt" in proc.stderr
     assert f"zoo predict --checkpoint {run}/checkpoints/best.ckpt" in proc.stderr

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -20,7 +20,7 @@ from zoo.console import console
 from zoo.errors import ZooError
 from zoo.lr_find import find_lr
 from zoo.parse_errors import ZooArgumentParser
-from zoo.progress import RunReport
+from zoo.progress import EpochBar, RunReport
 from zoo.registry import FAMILIES
 from zoo.runs import (
     default_loggers,
@@ -181,7 +181,7 @@ class ZooCLI(LightningCLI):
         # epoch lines say what matters there.
         wants_bar = trainer_cfg.get("enable_progress_bar", True) is not False and sys.stdout.isatty()
         if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(EpochBar())
         elif not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["enable_progress_bar"] = False
         kwargs["callbacks"] = callbacks

@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from zoo.console import console
 
@@ -61,10 +62,12 @@ class RunReport(L.Callback):
         params = sum(p.numel() for p in pl_module.parameters())
         images = ", ".join(f"{n:,} {name}" for name, n in sizes.items())
         console.print(
-            f"[bold]fit[/] {type(pl_module.net).__name__} ({_fmt_count(params)} parameters), "
-            f"{len(pl_module.hparams['class_names'])} classes, {images} images at {pl_module.hparams['image_size']} px; "
-            f"{trainer.max_epochs} epochs on {trainer.strategy.root_device.type} ({trainer.precision}) "
-            f"-> {self.run_dir}"
+            f"[bold]fit[/] {type(pl_module.net).__name__} ({_fmt_count(params)} parameters): "
+            f"{len(pl_module.hparams['class_names'])} classes, {images} images at {pl_module.hparams['image_size']} px"
+        )
+        console.print(
+            f"{trainer.max_epochs} epochs on {trainer.strategy.root_device.type} ({trainer.precision}), "
+            f"writing to {self.run_dir}"
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -108,7 +111,12 @@ class RunReport(L.Callback):
         row["epoch"] = trainer.current_epoch + 1
         row["seconds"] = now - self.epoch_start
         self.history.append(row)
-        console.print(self._epoch_line(trainer, row))
+        line = self._epoch_line(trainer, row)
+        bar = trainer.progress_bar_callback
+        if isinstance(bar, EpochBar) and bar.is_enabled:
+            bar.print_line(line)  # above the live bar; printing beside it would tear both lines apart
+        else:
+            console.print(line)
 
     def _epoch_line(self, trainer: L.Trainer, row: dict[str, Any]) -> str:
         parts = [f"epoch {row['epoch']}/{trainer.max_epochs}"]
@@ -187,3 +195,19 @@ class RunReport(L.Callback):
 def _relative(path: Path) -> Path:
     """A path as the user would type it from here: relative when it lies under the working folder."""
     return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+
+
+class EpochBar(RichProgressBar):
+    """Lightning's rich progress bar for a terminal, counting epochs as the epoch lines do (1 to N), showing
+    only the training loss (the epoch lines carry the rest) and printing those lines above itself."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"epoch {current_epoch + 1}/{self.trainer.max_epochs}".ljust(len(self.validation_description))
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        return {k: v for k, v in metrics.items() if k == "train/loss"}
+
+    def print_line(self, line: str) -> None:
+        """Print through the bar's own console (private in Lightning 2.6), which owns the live display."""
+        (self._console or console).print(line, highlight=False)
