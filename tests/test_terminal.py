@@ -111,3 +111,13 @@ def test_lr_find_writes_its_plot_and_no_wandb_run(tmp_path, monkeypatch, capsys)
     run = next(Path("runs/cnn").iterdir())
     assert (run / "lr_find.png").is_file() and not (run / "wandb").exists()
     assert "Finding best initial lr" not in capsys.readouterr().err  # no tqdm bar in a log
+
+
+def test_checkpointing_off_trains_without_checkpoints(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    images = make_folder(tmp_path / "images", n=8)
+    rc = main(["fit", "--config", str(CONFIGS / "cnn.yaml"), "--data.root", str(images), "--trainer.max_epochs", "1",
+               "--trainer.enable_checkpointing", "false", "--trainer.logger", "false", "--data.num_workers", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0 and "best epoch 1" in err and "best checkpoint" not in err
+    assert not list(Path("runs").rglob("*.ckpt"))

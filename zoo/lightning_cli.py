@@ -167,7 +167,9 @@ class ZooCLI(LightningCLI):
             last = ModelCheckpoint(
                 checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False
             )
-            callbacks += [best, last]  # best first: it is trainer.checkpoint_callback
+            own = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+            if trainer_cfg.get("enable_checkpointing", True) is not False and not own:
+                callbacks += [best, last]  # best first: it is trainer.checkpoint_callback
             if loggers:
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
             adapt = trainer_cfg.get("log_every_n_steps") is None
