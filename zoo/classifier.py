@@ -22,13 +22,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import zoo
 from zoo.errors import ZooError
 from zoo.nets import CNN, MLP
+from zoo.optimizers import Optimizer, build_optimizer
 from zoo.pretrained import load_pretrained
 from zoo.probe import accuracy, extract_features, fit_head
 from zoo.registry import register
 from zoo.weights import create_timm_net
 
 console = Console(stderr=True, soft_wrap=True)
-Optimizer = Literal["adamw", "sgd"]
 Scheduler = Literal["onecycle", "cosine", "constant"]
 
 
@@ -87,8 +87,9 @@ class ImageClassifier(L.LightningModule):
         interpolation: how images are resized (linked): bilinear, bicubic, area or nearest.
         lr: peak learning rate, or "auto" to run the LR finder first (zoo fit only).
         weight_decay: decoupled weight decay (not applied to biases and norm layers).
-        optimizer: "adamw" or "sgd" (Nesterov momentum).
-        momentum: SGD momentum.
+        optimizer: adamw, adam, nadam, sgd, rmsprop or adagrad (zoo.optimizers.build_optimizer).
+        momentum: SGD's and RMSprop's momentum.
+        nesterov: Nesterov momentum for SGD.
         scheduler: "onecycle", "cosine" (linear warm-up then cosine decay) or "constant"; stepped per batch.
         warmup_pct: share of all steps spent warming up (one-cycle's pct_start).
         label_smoothing: cross-entropy label smoothing.
@@ -108,6 +109,7 @@ class ImageClassifier(L.LightningModule):
         weight_decay: float = 0.01,
         optimizer: Optimizer = "adamw",
         momentum: float = 0.9,
+        nesterov: bool = True,
         scheduler: Scheduler = "onecycle",
         warmup_pct: float = 0.25,
         label_smoothing: float = 0.0,
@@ -249,10 +251,7 @@ class ImageClassifier(L.LightningModule):
             for g in self.param_groups()
             if g["params"]
         ]
-        if h.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=lr)
-        else:
-            opt = torch.optim.SGD(groups, lr=lr, momentum=h.momentum, nesterov=True)
+        opt = build_optimizer(h.optimizer, groups, lr, h.momentum, h.get("nesterov", True))
         if h.scheduler == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
