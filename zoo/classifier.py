@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
 import warnings
 from typing import Any, Literal
@@ -26,30 +25,10 @@ from zoo.optimizers import Optimizer, build_optimizer
 from zoo.pretrained import load_pretrained
 from zoo.probe import accuracy, extract_features, fit_head
 from zoo.registry import register
+from zoo.schedules import ScheduleConfig, Scheduler, build_scheduler
 from zoo.weights import create_timm_net
 
 console = Console(stderr=True, soft_wrap=True)
-Scheduler = Literal["onecycle", "cosine", "constant"]
-
-
-def one_cycle(step: int, warmup: int, total: int) -> float:
-    """fastai/torch one-cycle shape: cosine up from 1/25 to 1, then cosine down to 1/25e4."""
-    start, end = 1 / 25, 1 / 25e4
-    if step < warmup:
-        return cosine_between(start, 1.0, step / warmup)
-    return cosine_between(1.0, end, min(1.0, (step - warmup) / max(1, total - warmup)))
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return cosine_between(1.0, 0.0, min(1.0, (step - warmup) / max(1, total - warmup)))
-
-
-def cosine_between(start: float, end: float, frac: float) -> float:
-    """Cosine interpolation from start (frac=0) to end (frac=1)."""
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 def _plain(value: Any) -> Any:
@@ -90,8 +69,17 @@ class ImageClassifier(L.LightningModule):
         optimizer: adamw, adam, nadam, sgd, rmsprop or adagrad (zoo.optimizers.build_optimizer).
         momentum: SGD's and RMSprop's momentum.
         nesterov: Nesterov momentum for SGD.
-        scheduler: "onecycle", "cosine" (linear warm-up then cosine decay) or "constant"; stepped per batch.
-        warmup_pct: share of all steps spent warming up (one-cycle's pct_start).
+        scheduler: onecycle, cosine (linear warm-up, cosine decay), constant, step, multistep, exponential,
+            polynomial or plateau (zoo.schedules; the lr of every group is logged each step).
+        warmup_pct: onecycle/cosine: share of all steps spent warming up (one-cycle's pct_start).
+        warmup_epochs: the other schedules: linear warm-up from lr/25 over this many epochs (not plateau).
+        step_size: step: multiply the lr by gamma every step_size epochs.
+        milestones: multistep: multiply the lr by gamma at each of these epochs.
+        gamma: the factor of step, multistep and exponential (exponential: every epoch).
+        power: polynomial: lr * (1 - progress) ** power.
+        plateau_factor: plateau: multiply the lr by this when val/loss has not improved...
+        plateau_patience: ...for this many epochs,
+        min_lr: ...down to this floor.
         label_smoothing: cross-entropy label smoothing.
     """
 
@@ -112,11 +100,24 @@ class ImageClassifier(L.LightningModule):
         nesterov: bool = True,
         scheduler: Scheduler = "onecycle",
         warmup_pct: float = 0.25,
+        warmup_epochs: float = 0.0,
+        step_size: int = 5,
+        milestones: list[int] | None = None,
+        gamma: float = 0.5,
+        power: float = 1.0,
+        plateau_factor: float = 0.1,
+        plateau_patience: int = 10,
+        min_lr: float = 1e-6,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if not class_names or len(class_names) < 2:
             raise ZooError(f"a classifier needs at least 2 classes, got {class_names!r}")
+        if scheduler == "plateau" and warmup_epochs > 0:
+            raise ZooError(
+                "--model.warmup_epochs does not combine with --model.scheduler plateau (plateau sets the lr "
+                "from val/loss alone); drop one of them"
+            )
         self.save_hyperparameters()
         self.lr = lr  # an attribute so Lightning's LR finder can set it
         self.num_classes = len(class_names)
@@ -252,15 +253,14 @@ class ImageClassifier(L.LightningModule):
             if g["params"]
         ]
         opt = build_optimizer(h.optimizer, groups, lr, h.momentum, h.get("nesterov", True))
-        if h.scheduler == "constant":
-            return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(total * h.warmup_pct))
-        # A LambdaLR over (step, total) keeps no schedule in its saved state, so a run resumed
-        # with a larger max_epochs stretches the schedule (torch's OneCycleLR would raise).
-        shape = one_cycle if h.scheduler == "onecycle" else warmup_cosine
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: shape(step, warmup, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
+        names = ScheduleConfig.__dataclass_fields__
+        cfg = ScheduleConfig(
+            **{k: h[k] for k in names if h.get(k) is not None}
+        )  # older checkpoints lack some
+        schedule = build_scheduler(opt, cfg, per_epoch, total)
+        return opt if schedule is None else {"optimizer": opt, "lr_scheduler": schedule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
