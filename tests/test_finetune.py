@@ -62,7 +62,7 @@ def test_backbone_learning_rate_multiplier_reaches_the_optimizer():
     model = TimmClassifier(
         backbone="resnet10t", pretrained=False, backbone_lr_mult=0.1, lr=0.01, scheduler="constant", **CLASSES
     )
-    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1)
     optimizer = model.configure_optimizers()
     head = {id(p) for p in model.net.get_classifier().parameters()}
     for group in optimizer.param_groups:

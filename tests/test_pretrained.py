@@ -216,7 +216,7 @@ def test_layer_decay_reaches_the_optimizer():
         backbone="resnet10t", pretrained=False, lr=0.01, backbone_lr_mult=0.1, layer_decay=0.5,
         scheduler="constant", class_names=CLASSES, image_size=32, channels=3,
     )  # fmt: skip
-    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1)
     groups = model.configure_optimizers().param_groups
     head = {id(p) for p in model.head_params}
     in_head = [{id(p) for p in g["params"]} <= head for g in groups]
