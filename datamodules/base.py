@@ -120,6 +120,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if channels is not None and channels not in (1, 3):
             raise ZooError(f"--data.channels must be 1 or 3, got {channels}")
+        if num_workers is not None and num_workers < 0:
+            raise ZooError(
+                f"--data.num_workers must be 0 or more (0 = load in the main process), got {num_workers}"
+            )
         if batch_size < 1:
             raise ZooError(f"--data.batch_size must be at least 1, got {batch_size}")
         if image_size is not None and image_size < 8:

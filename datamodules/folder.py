@@ -228,4 +228,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             (out / f"{split_name}.txt").write_text("\n".join(lines) + "\n")
 
     def _missing_split_hint(self, split: str) -> str:
+        if (
+            "val" not in self.layout
+        ):  # ROOT/<class>/*: zoo made the train/val split, there is no place for test
+            return (
+                f"{self.root} holds <class>/ folders, which zoo splits into train and val; for a test set lay it "
+                "out as train/<class>/, val/<class>/ and test/<class>/, or run `zoo validate` instead"
+            )
         return f"add {self.root}/test/<class_name>/... next to train/ and val/, or run `zoo validate` instead"

@@ -31,6 +31,13 @@ from zoo.weights import create_timm_net
 console = Console(stderr=True, soft_wrap=True)
 
 
+def _check_dropout(args: dict[str, Any]) -> None:
+    """Dropout rates are probabilities: one line for a rate outside [0, 1), before torch's traceback."""
+    for name in ("dropout", "head_dropout", "drop_rate"):
+        if name in args and not 0 <= args[name] < 1:
+            raise ZooError(f"--model.{name} must be in [0, 1), got {args[name]}")
+
+
 def _plain(value: Any) -> Any:
     """Lists and tuples compare equal, floats to 6 digits (YAML round trips)."""
     if isinstance(value, (list, tuple)):
@@ -113,6 +120,12 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         if not class_names or len(class_names) < 2:
             raise ZooError(f"a classifier needs at least 2 classes, got {class_names!r}")
+        if lr != "auto" and not lr > 0:
+            raise ZooError(f"--model.lr must be above 0 (or auto), got {lr}")
+        if not 0 <= label_smoothing < 1:
+            raise ZooError(f"--model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if weight_decay < 0:
+            raise ZooError(f"--model.weight_decay must be 0 or more, got {weight_decay}")
         if scheduler == "plateau" and warmup_epochs > 0:
             raise ZooError(
                 "--model.warmup_epochs does not combine with --model.scheduler plateau (plateau sets the lr "
@@ -297,6 +310,7 @@ class MLPClassifier(ImageClassifier):
         batch_norm: bool = True,
         **kwargs: Any,
     ) -> None:
+        _check_dropout(locals())
         super().__init__(**kwargs)
         h = self.hparams
         self.net = MLP(
@@ -338,6 +352,7 @@ class CNNClassifier(ImageClassifier):
         head_dropout: float = 0.3,
         **kwargs: Any,
     ) -> None:
+        _check_dropout(locals())
         super().__init__(**kwargs)
         size = self.hparams.image_size
         if size >> len(channels_per_block) < 1:
@@ -404,6 +419,7 @@ class TimmClassifier(ImageClassifier):
         drop_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        _check_dropout(locals())
         super().__init__(**kwargs)
         h = self.hparams
         self.net = create_timm_net(backbone, self.num_classes, h.channels, drop_rate=drop_rate)

@@ -96,6 +96,7 @@ def models_main(args: list[str]) -> int:
 
     import timm
 
+    import zoo.classifier  # noqa: F401 - registers the families
     from zoo.pretrained import PACKAGED, has_hub_weights, weights_here
     from zoo.registry import FAMILIES
 
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:
+        if "zoo.runs" in sys.modules:
+            sys.modules["zoo.runs"].discard_failed_runs()
         user_error = _find_user_error(err)
         if user_error is None or debug:
             if debug and getattr(user_error, "detail", None):
@@ -295,6 +298,10 @@ def _find_user_error(err: BaseException | None) -> ZooError | None:
             return err
         if type(err).__name__ == "MisconfigurationException":  # Lightning's word for a bad trainer setting
             return ZooError(_misconfiguration(str(err)))
+        if isinstance(err, ValueError) and str(err).startswith(
+            "You selected an invalid"
+        ):  # accelerator, strategy
+            return ZooError(f"{err} (a --trainer.* setting)")
         if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):
             first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), "")
             return ZooError(

@@ -64,7 +64,12 @@ class ZooCLI(LightningCLI):
             # fine-tuning param groups and the LR finder keep working; Lightning's --optimizer would bypass them.
             auto_configure_optimizers=False,
             parser_class=ZooArgumentParser,  # parse errors become one line (zoo.parse_errors)
-            parser_kwargs={"description": "zoo: train and fine-tune image classifiers."},
+            # No prefix matching: `--lr 0.1` would silently mean `--lr_find 0.1`.
+            parser_kwargs={
+                "description": "zoo: train and fine-tune image classifiers.",
+                "allow_abbrev": False,
+                **{verb: {"allow_abbrev": False} for verb in ("fit", "validate", "test")},
+            },
             args=args,
             run=run,
         )

@@ -21,6 +21,17 @@ from lightning.pytorch.cli import LightningArgumentParser
 from zoo.errors import ZooError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# What users of other trainers (timm's train.py, fastai, Keras) type, and zoo's option for it.
+OTHER_TOOLS = {
+    "epochs": "--trainer.max_epochs",
+    "gpus": "--trainer.accelerator gpu --trainer.devices N",
+    "bs": "--data.batch_size",
+    "img_size": "--data.image_size",
+    "data_dir": "--data.root",
+    "model": "--model cnn|mlp|timm",
+    "resume": "--ckpt_path PATH (or last)",
+    "amp": "--trainer.precision bf16-mixed (or 16-mixed)",
+}
 TYPE_NAMES = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
 
 
@@ -61,7 +72,28 @@ def _unrecognized(tokens: list[str], parser: Any) -> str:
         return f"unexpected argument {token!r}; options start with --, e.g. --data.root PATH"
     name = token.split("=", 1)[0]
     options = sorted(o for o in getattr(parser, "_option_string_actions", {}) if o.startswith("--"))
+    options += _class_options()
+    # `--lr`, `--epochs`, `--batch_size`: the same name one level down is what the user meant
+    bare = name.lstrip("-").replace("-", "_")
+    if bare in OTHER_TOOLS:
+        return f"unknown option {name}; zoo's is {OTHER_TOOLS[bare]}"
+    exact = [o for o in options if o.rsplit(".", 1)[-1] == bare and o != name]
+    if exact:
+        return f"unknown option {name}; did you mean {exact[0]}?"
     return f"unknown option {name}{_did_you_mean(name, options)}"
+
+
+def _class_options() -> list[str]:
+    """--model.* and --data.* options of zoo's own classes (the parser lists them only per class)."""
+    from zoo.registry import FAMILIES
+
+    names = [
+        f"--model.{p}"
+        for cls in FAMILIES.values()
+        for p in init_parameters(f"{cls.__module__}.{cls.__name__}")
+    ]
+    names += [f"--data.{p}" for p in init_parameters("datamodules.ImageFolderDataModule")]
+    return list(dict.fromkeys(names))
 
 
 def _bad_value(key: str, message: str) -> str:
@@ -95,11 +127,17 @@ def _bad_value(key: str, message: str) -> str:
 def _unknown_class(key: str, given: str) -> str:
     from zoo.registry import FAMILIES
 
+    if key == "model" and given in FAMILIES:  # `model: cnn` in a YAML file, or --model.class_path cnn
+        cls = FAMILIES[given]
+        return (
+            f"--model {given}: the short name works only as `--model {given}` on the command line; in a config "
+            f"file or --model.class_path write {cls.__name__} (or {cls.__module__}.{cls.__name__})"
+        )
     if key == "model":
         names = list(FAMILIES) + [cls.__name__ for cls in FAMILIES.values()]
         return (
             f"--model {given}: unknown model; choose one of {', '.join(FAMILIES)} "
-            f"(or a class path such as zoo.classifier.CNNClassifier){_did_you_mean(given, names, 'the model')}"
+            f"(or a class path such as zoo.classifier.CNNClassifier){_did_you_mean(given, names)}"
         )
     return f"--{key} {given}: no such class; give its import path, e.g. datamodules.ImageFolderDataModule"
 
@@ -124,19 +162,22 @@ def init_parameters(class_path: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _did_you_mean(given: str, choices: list[str], what: str = "") -> str:
+def _did_you_mean(given: str, choices: list[str]) -> str:
+    """ "; did you mean X?" for the closest choice, comparing only the last part of dotted option names."""
+
     def norm(s: str) -> str:
         return s.lower().replace("-", "_")
 
-    by_norm = {norm(c): c for c in choices}
-    match = difflib.get_close_matches(norm(given), list(by_norm), n=1, cutoff=0.6)
-    if not match and given.startswith("--"):  # --max_epochs for --trainer.max_epochs: match the last part
+    prefix, _, tail = norm(given).rpartition(".")
+    same_level = {norm(c).rpartition(".")[2]: c for c in choices if norm(c).rpartition(".")[0] == prefix}
+    match = difflib.get_close_matches(tail, list(same_level), n=1, cutoff=0.6)
+    if match:
+        return f"; did you mean {same_level[match[0]]}?"
+    if given.startswith("--"):  # --max_epochs for --trainer.max_epochs: the same name one level down
         tails = {norm(c).rsplit(".", 1)[-1]: c for c in reversed(choices)}
-        tail = difflib.get_close_matches(
-            norm(given).lstrip("-").rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.8
-        )
-        return f"; did you mean {tails[tail[0]]}?" if tail else ""
-    return f"; did you mean {by_norm[match[0]]}?" if match else ""
+        tail_match = difflib.get_close_matches(tail.lstrip("-"), list(tails), n=1, cutoff=0.8)
+        return f"; did you mean {tails[tail_match[0]]}?" if tail_match else ""
+    return ""
 
 
 def _given_value(message: str) -> str:

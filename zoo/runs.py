@@ -5,6 +5,7 @@ from __future__ import annotations
 import netrc
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -26,9 +27,22 @@ CREATED: list[Path] = []  # run folders made by this process, so a failed start 
 def remove_empty_run_dirs() -> None:
     """Remove run folders this process made that are still empty (a run that failed to start)."""
     for run_dir in CREATED:
-        for folder in (run_dir, run_dir.parent):  # the experiment folder too, if the run was its only one
+        # the experiment folder and runs/ too, when this run was all they held
+        for folder in (run_dir, run_dir.parent, run_dir.parent.parent):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def discard_failed_runs() -> None:
+    """After an error: remove the run folders this process made that hold no checkpoint.
+
+    A start that failed (bad weights file, a missing test split) would otherwise leave a config.yaml
+    and a W&B stub that look like a run. A run that saved a checkpoint before failing is kept.
+    """
+    for run_dir in CREATED:
+        if run_dir.is_dir() and not any(run_dir.rglob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+    remove_empty_run_dirs()
 
 
 def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
