@@ -13,7 +13,15 @@ def check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         try:
             sock.bind((host, port))
-        except OSError as err:
+        except (OSError, OverflowError) as err:
+            if not 0 < port < 65536:
+                raise ZooError(f"--port {port}: ports go from 1 to 65535") from err
+            if (
+                isinstance(err, socket.gaierror) or err.errno == 99
+            ):  # unknown name, or not this machine's address
+                raise ZooError(
+                    f"--host {host}: not an address of this machine ({err.strerror or err})"
+                ) from err
             raise ZooError(
                 f"--port {port}: cannot listen on {host}:{port} ({err.strerror}); another program (an app "
                 "already running?) holds it: stop it or pick another port, e.g. --port "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import make_folder
 from zoo.cli import main
 from zoo.parse_errors import ParseError
 
@@ -33,6 +36,9 @@ def one_error_line(capsys: pytest.CaptureFixture) -> str:
         ([*CNN, "--model", "cnnn"], "choose one of mlp, cnn, timm"),
         ([*CNN, "--trainer.max_epochs", "ten"], "--trainer.max_epochs ten: expected a whole number"),
         ([*CNN, "--model.optimizer", "adamm"], "--model.optimizer adamm: choose one of"),
+        (["fit", "--config", "yaml:model: cnn"], "the short name works only as `--model cnn`"),
+        (["fit", "--config", "yaml:model: {class_path: CNNClassifier, init_args: {optimizer: adamm}}"],
+         "--model.optimizer adamm: choose one of"),
         ([*CNN, "--data.augment", "heavy"], "--data.augment heavy: choose one of none, light, standard"),
         ([*CNN, "--model.lr", "fast"], "--model.lr fast: expected a number or 'auto'"),
         ([*CNN, "--max_epochs", "3"], "unknown option --max_epochs; did you mean --trainer.max_epochs?"),
@@ -42,11 +48,23 @@ def one_error_line(capsys: pytest.CaptureFixture) -> str:
         (["validate", "--data.roots", "x"], "did you mean --data.root?"),
         (["predict", "--checkpoint", "x.ckpt", "--top-k", "0", "a.png"], "--top-k: must be at least 1, got 0"),
         (["export", "--checkpoint", "x.ckpt", "--format", "tflite"], "invalid choice: 'tflite'"),
-        (["train"], "unknown verb 'train'"),
+        (["fti"], "unknown verb 'fti'; did you mean fit?"),
+        ([*CNN, "--lr", "0.1"], "unknown option --lr; did you mean --model.lr?"),
+        ([*CNN, "--epochs", "3"], "zoo's is --trainer.max_epochs"),
+        ([*CNN, "--trainer.bogus", "1"], "unknown option --trainer.bogus"),
+        ([*CNN, "--model.lr", "-1"], "--model.lr must be above 0"),
+        ([*CNN, "--model.dropout", "1.5"], "--model.dropout must be in [0, 1)"),
+        ([*CNN, "--model.label_smoothing", "2"], "--model.label_smoothing must be in [0, 1)"),
+        ([*CNN, "--data.num_workers", "-1"], "--data.num_workers must be 0 or more"),
+        ([*CNN, "--trainer.accelerator", "gpuu"], "invalid accelerator name"),
+        (["app", "--checkpoint", "x.ckpt", "--port", "99999"], "ports go from 1 to 65535"),
     ],
 )  # fmt: skip
 def test_mistake_is_one_line_with_the_closest_match(args, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    if args[-1].startswith("yaml:"):  # the mistake inside a config file
+        (tmp_path / "my.yaml").write_text(args[-1].removeprefix("yaml:") + "\n")
+        args = [*args[:-1], "my.yaml"]
     rc = main(args)
     assert rc == 2
     assert expected in one_error_line(capsys)
@@ -101,6 +119,7 @@ def test_a_pickled_whole_model_is_refused_in_one_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert "holds pickled Python objects" in err and "model.state_dict()" in err
+    assert not (tmp_path / "runs").exists()  # the failed start left no run folder behind
     rc = main(["export", "--checkpoint", "whole.pth", "--format", "onnx"])
     assert rc == 2 and "holds pickled Python objects" in one_error_line(capsys)
 
@@ -112,3 +131,35 @@ def test_app_on_a_busy_port(trained_ckpt, capsys):
         port = busy.getsockname()[1]
         assert main(["app", "--checkpoint", str(trained_ckpt), "--port", str(port)]) == 2
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in one_error_line(capsys)
+
+
+def test_zoo_models_lists_the_families_in_a_fresh_process():
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "models"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0
+    assert all(f"  {family} " in proc.stdout for family in ("mlp", "cnn", "timm"))
+
+
+def test_a_finished_run_and_a_missing_test_split_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    images = make_folder(tmp_path / "images", n=8)
+    fit = [
+        "fit",
+        *CNN[1:],
+        "--data.root",
+        str(images),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger",
+        "false",
+    ]
+    assert main(fit) == 0
+    last = next(Path("runs").rglob("last.ckpt"))
+    capsys.readouterr()
+    assert main([*fit, "--ckpt_path", str(last)]) == 2
+    assert "has already trained 1 of --trainer.max_epochs 1" in one_error_line(capsys)
+    assert main(["test", "--ckpt_path", str(last)]) == 2
+    assert "for a test set lay it out as train/<class>/" in one_error_line(capsys)
+    assert sorted(p.name for p in Path("runs/cnn").iterdir()) == ["version_0"]  # nothing left by either
+    assert not (last.parent.parent / "test").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import warnings
@@ -58,7 +59,12 @@ def predict_main(args: list[str]) -> int:
     if not paths:
         raise ZooError(f"no images found in {' '.join(a.paths)}")
     predictor = Predictor(a.checkpoint)
-    done, failed = write_predictions(predictor.predict_files(paths, a.top_k, a.batch_size), a.output)
+    try:
+        done, failed = write_predictions(predictor.predict_files(paths, a.top_k, a.batch_size), a.output)
+    except OSError as err:  # --output in a folder zoo may not write, or a full disk
+        if err.filename is None or a.output is None or Path(err.filename) != a.output:
+            raise
+        raise ZooError(f"cannot write --output {a.output}: {err.strerror}") from err
     if a.output or failed:
         console.print(
             f"predicted {done} image(s){f', {failed} failed' if failed else ''}"
@@ -207,10 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     `--debug` anywhere (or ZOO_DEBUG=1) shows the full traceback of an error instead of its one line.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("ZOO_DEBUG", "0") not in ("", "0")
+    debug = "--debug" in argv or os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes", "on")
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print_help()
+        return 0
+    if argv[0] == "--version":
+        from zoo import __version__
+
+        print(f"zoo {__version__}")
         return 0
     _quiet()
     verb, rest = argv[0], argv[1:]
@@ -230,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         elif verb in COMMANDS:
             return COMMANDS[verb](rest)
         else:
-            print_help()
-            console.print(f"[bold red]zoo: error:[/] unknown verb {verb!r}; choose one of {', '.join(VERBS)}")
+            close = difflib.get_close_matches(verb, list(VERBS), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            console.print(
+                f"[bold red]zoo: error:[/] unknown verb {verb!r}; {hint}the verbs: {', '.join(VERBS)}"
+            )
             return 2
     except BrokenPipeError:  # `zoo predict ... | head`: the reader left; stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -104,7 +105,8 @@ class ZooCLI(LightningCLI):
         if cfg.get("ckpt_path") == "last":
             experiment = cfg.experiment or _family_of(cfg.model.class_path)
             cfg.ckpt_path = str(latest_checkpoint(cfg.runs_dir, experiment))
-            console.print(f"[bold]resuming[/] {cfg.ckpt_path}")
+            if self.config.get("subcommand") != "fit":  # a fit says where it resumes when it starts
+                console.print(f"[bold]checkpoint[/] {cfg.ckpt_path}")
 
     def _cfg(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -218,6 +220,17 @@ class ZooCLI(LightningCLI):
 
     # --- subcommand hooks --------------------------------------------------------------------
     def before_fit(self) -> None:
+        ckpt_path = self._cfg().get("ckpt_path")
+        if ckpt_path:
+            done = (
+                torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("epoch", -1) + 1
+            )
+            max_epochs = self.trainer.max_epochs
+            if max_epochs is not None and max_epochs != -1 and done >= max_epochs:
+                raise ZooError(
+                    f"{ckpt_path} has already trained {done} of --trainer.max_epochs {max_epochs}; "
+                    f"raise it to train on, e.g. --trainer.max_epochs {done + max(1, max_epochs // 2)}"
+                )
         if self._cfg().get("ckpt_path"):
             if self._cfg().lr_find or self.model.lr == "auto":
                 console.print("LR finder skipped: a resumed run continues the schedule it was saved with")

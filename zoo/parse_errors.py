@@ -108,7 +108,7 @@ def _bad_value(key: str, message: str) -> str:
         key = f"{key}.{inner}"  # a class's own argument: data -> data.augment
     if dotted := _last(r"Expected a dot import path string: (\S+)", message):
         return _unknown_class(key, dotted)
-    value = _given_value(message)
+    value = _given_value(message, key.rsplit(".", 1)[-1])
     expected = [TYPE_NAMES.get(t, t) for t in re.findall(r"Expected a <class '(?:\w+\.)*(\w+)'>", message)]
     expected = [t for t in dict.fromkeys(expected) if t != "NoneType"]
     choices = [
@@ -180,9 +180,20 @@ def _did_you_mean(given: str, choices: list[str]) -> str:
     return ""
 
 
-def _given_value(message: str) -> str:
+def _given_value(message: str, name: str) -> str:
+    """The value the user gave for `name`: from the command line (NestedArg) or from a config file (a dict)."""
     nested = _last(r"Given value: NestedArg\(key='[^']*', val='([^']*)'\)", message)
-    return nested if nested is not None else (_last(r"Given value: (.*)", message) or "?")
+    if nested is not None:
+        return nested
+    given = _last(r"Given value: (.*)", message) or "?"
+    from_file = (
+        re.search(rf"'{re.escape(name)}': '?([^',}}]*)'?", given)
+        if given.startswith(("{", "Namespace"))
+        else None
+    )
+    if from_file is None and given.startswith("Namespace"):
+        from_file = re.search(rf"\b{re.escape(name)}='?([^',)]*)'?", given)
+    return from_file.group(1) if from_file else given
 
 
 def _last(pattern: str, text: str) -> str | None:

@@ -53,6 +53,7 @@ class RunReport(L.Callback):
         self.train_images = self.epoch_images = 0
         self.train_end: float | None = None
         self.loss_sum = torch.zeros(())
+        self.best_before_resume: float | None = None  # val/acc_best restored from the checkpoint
 
     # --- header ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -66,7 +67,7 @@ class RunReport(L.Callback):
             f"{len(pl_module.hparams['class_names'])} classes, {images} images at {pl_module.hparams['image_size']} px"
         )
         console.print(
-            f"{trainer.max_epochs} epochs on {trainer.strategy.root_device.type} ({trainer.precision}), "
+            f"{trainer.max_epochs} epoch{'s' if trainer.max_epochs != 1 else ''} on {trainer.strategy.root_device.type} ({trainer.precision}), "
             f"writing to {self.run_dir}"
         )
 
@@ -74,6 +75,9 @@ class RunReport(L.Callback):
         """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve."""
         self.epoch_start = time.perf_counter()  # a run resumed mid-epoch gets no on_train_epoch_start
         if trainer.ckpt_path:
+            best = getattr(pl_module, "val_acc_best", None)
+            value = float(best.max_value) if best is not None else float("-inf")  # restored with the model
+            self.best_before_resume = value if math.isfinite(value) else None
             console.print(
                 f"resuming {trainer.ckpt_path} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
             )
@@ -123,8 +127,11 @@ class RunReport(L.Callback):
         for key, name in (("train/loss", "loss"), ("val/loss", "val/loss"), ("val/acc", "val/acc")):
             if row.get(key) is not None:
                 parts.append(f"{name} {row[key]:.3f}")
-        accs = [r["val/acc"] for r in self.history if r.get("val/acc") is not None]
-        if row.get("val/acc") is not None and row["val/acc"] == max(accs):
+        earlier = [r["val/acc"] for r in self.history[:-1] if r.get("val/acc") is not None]
+        if self.best_before_resume is not None:
+            earlier.append(self.best_before_resume)
+        # strictly better, as best.ckpt is only replaced by a strictly better epoch
+        if row.get("val/acc") is not None and row["val/acc"] > max(earlier, default=-1.0):
             parts[-1] += " (best)"
         parts.append(f"{row['seconds']:.1f} s")
         done = len(self.history)
