@@ -266,6 +266,8 @@ class ImageClassifier(L.LightningModule):
             if g["params"]
         ]
         opt = build_optimizer(h.optimizer, groups, lr, h.momentum, h.get("nesterov", True))
+        if h.scheduler == "constant" and not h.get("warmup_epochs"):
+            return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
         names = ScheduleConfig.__dataclass_fields__
