@@ -82,7 +82,7 @@ def test_validate_and_test_take_the_runs_settings_from_the_checkpoint(
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "--ckpt_path", str(trained_ckpt), "--trainer.logger", "false"]) == 0
     out = capsys.readouterr()
-    assert "settings from" in out.err and "val/acc" in out.out
+    assert "settings from" in out.err and "val/acc" in out.out and "val/acc_best" not in out.out
     assert main(["validate", "--trainer.logger", "false"]) == 2
     assert "pass --ckpt_path" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing written: no empty run folders

@@ -221,7 +221,8 @@ class ImageClassifier(L.LightningModule):
         acc = values.pop("val/acc")
         self.log("val/acc", acc, prog_bar=True)
         self.log_dict(values)
-        if not self.trainer.sanity_checking:  # the untrained sanity pass is no "best", nor logged as one
+        # the untrained sanity pass is no "best", and a best-so-far means nothing to `zoo validate`
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.val_acc_best(acc)
             self.log("val/acc_best", self.val_acc_best.compute())
 

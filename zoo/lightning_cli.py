@@ -346,4 +346,12 @@ def _run_config_of_checkpoint(args: list[str]) -> list[str]:
             "--config (the recipe it was trained with) and --data.root PATH"
         )
     console.print(f"settings from {config} (pass --config to use others)")
-    return ["--config", str(config)]
+    # A run trained with --trainer.limit_val_batches N (a quick try) is still evaluated on all its data.
+    return [
+        "--config",
+        str(config),
+        "--trainer.limit_val_batches",
+        "null",
+        "--trainer.limit_test_batches",
+        "null",
+    ]
