@@ -172,9 +172,10 @@ class RunReport(L.Callback):
         elapsed = time.perf_counter() - self.fit_start
         scored = [r for r in self.history if r.get("val/acc") is not None]
         speed = self.train_images / self.train_seconds if self.train_seconds > 0 else math.nan
+        early = trainer.should_stop and trainer.max_epochs and trainer.current_epoch < trainer.max_epochs
         console.print(
-            f"[bold green]done[/] in {_fmt_duration(elapsed)}: {len(self.history)} epoch(s), "
-            f"{speed:,.0f} training images/s"
+            f"[bold green]done[/] in {_fmt_duration(elapsed)}: {len(self.history)} epoch(s)"
+            f"{' (stopped early: ' + _stopper(trainer) + ')' if early else ''}, {speed:,.0f} training images/s"
         )
         if scored:
             best = max(scored, key=lambda r: r["val/acc"])
@@ -197,6 +198,14 @@ class RunReport(L.Callback):
                 f"zoo export --checkpoint {ckpt} --format onnx",
             ):
                 console.print(f"  {command}")
+
+
+def _stopper(trainer: L.Trainer) -> str:
+    """Which callback stopped the run, e.g. "EarlyStopping on val/acc"."""
+    for callback in trainer.callbacks:
+        if getattr(callback, "stopped_epoch", 0):
+            return f"{type(callback).__name__} on {getattr(callback, 'monitor', '?')}"
+    return "a callback asked to stop"
 
 
 def _relative(path: Path) -> Path:

@@ -1,0 +1,72 @@
+"""Course techniques that Lightning implements, reachable from `zoo fit` and applied: clipping, accumulation,
+early stopping, EMA of the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from tests.conftest import FAST
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class GradNormProbe(L.Callback):
+    """Records the gradient norm of each optimiser step (after Lightning's clipping)."""
+
+    norms: list[float] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        params = [p for p in pl_module.parameters() if p.requires_grad]
+
+        def record(*_: object) -> None:
+            grads = [p.grad for p in params if p.grad is not None]
+            GradNormProbe.norms.append(
+                float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            )
+
+        trainer.optimizers[0].register_step_post_hook(
+            record
+        )  # grads of the step, clipped (closure runs inside)
+
+
+def fit(run_zoo, folder, *extra):
+    return run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", folder, "--data.batch_size", 4,
+                   *FAST, "--trainer.logger", "false", *extra)  # fmt: skip
+
+
+def test_gradient_clipping_by_norm_bounds_every_step(run_zoo, image_folder):
+    GradNormProbe.norms = []
+    rc, _ = fit(run_zoo, image_folder, "--model.lr", 0.05, "--trainer.gradient_clip_val", 0.01,
+                "--trainer.gradient_clip_algorithm", "norm", "--trainer.callbacks+=tests.test_toolbox.GradNormProbe")  # fmt: skip
+    assert rc == 0 and len(GradNormProbe.norms) == 6
+    assert max(GradNormProbe.norms) <= 0.01 * 1.001
+
+
+def test_gradient_accumulation_steps_once_per_k_batches(run_zoo, image_folder):
+    rc, runs = fit(run_zoo, image_folder, "--trainer.accumulate_grad_batches", 3)
+    assert rc == 0
+    ckpt = torch.load(next(runs.rglob("last.ckpt")), weights_only=False)
+    assert ckpt["global_step"] == 2  # 6 batches of 4 images, one optimiser step per 3
+
+
+def test_early_stopping_on_val_acc_stops_the_run_and_says_so(run_zoo, image_folder, capsys):
+    rc, _ = fit(run_zoo, image_folder, "--trainer.max_epochs", 5, "--trainer.callbacks+=EarlyStopping",
+                "--trainer.callbacks.monitor", "val/acc", "--trainer.callbacks.mode", "max",
+                "--trainer.callbacks.patience", 0, "--trainer.callbacks.min_delta", 1.0)  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0 and "epoch 2/5" in err and "epoch 3/5" not in err
+    assert "stopped early" in err
+
+
+def test_ema_of_the_weights_is_what_the_checkpoint_holds(run_zoo, image_folder):
+    rc, runs = fit(
+        run_zoo, image_folder, "--trainer.max_epochs", 2, "--trainer.callbacks+=EMAWeightAveraging"
+    )
+    assert rc == 0
+    ckpt = torch.load(next(runs.rglob("last.ckpt")), weights_only=False)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    key = next(k for k in raw if k.startswith("net.") and k.endswith("weight"))
+    assert not torch.equal(averaged[key], raw[key])  # the EMA, not the last step's weights
