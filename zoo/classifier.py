@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import zoo
 from zoo.errors import ZooError
 from zoo.nets import CNN, MLP
+from zoo.nets.layers import Init, init_weights
 from zoo.optimizers import Optimizer, build_optimizer
 from zoo.pretrained import load_pretrained
 from zoo.probe import accuracy, extract_features, fit_head
@@ -299,9 +300,11 @@ class MLPClassifier(ImageClassifier):
 
     Args:
         hidden_sizes: width of each hidden layer.
-        activation: timm activation name.
+        activation: timm activation name: relu, leaky_relu, prelu, elu, selu, gelu, silu (swish), mish, tanh,
+            sigmoid, ... (SELU wants --model.init lecun and no batch norm).
         dropout: dropout after each hidden layer.
         batch_norm: BatchNorm1d after each hidden layer.
+        init: weight init: default (torch's), xavier, kaiming, lecun or orthogonal (zoo.nets.layers).
         **kwargs: the shared ImageClassifier arguments (lr, scheduler, label_smoothing, ...).
     """
 
@@ -311,6 +314,7 @@ class MLPClassifier(ImageClassifier):
         activation: str = "relu",
         dropout: float = 0.2,
         batch_norm: bool = True,
+        init: Init = "default",
         **kwargs: Any,
     ) -> None:
         _check_dropout(locals())
@@ -325,6 +329,7 @@ class MLPClassifier(ImageClassifier):
             dropout,
             batch_norm,
         )
+        init_weights(self.net, init)
 
 
 @register("cnn")
@@ -337,9 +342,10 @@ class CNNClassifier(ImageClassifier):
         convs_per_block: convs in each block.
         pool: "max" or "avg".
         batch_norm: BatchNorm2d after each conv.
-        activation: timm activation name.
+        activation: timm activation name (see MLPClassifier).
         dropout: Dropout2d after each block.
         head_dropout: dropout before the classifier.
+        init: weight init: default, xavier, kaiming, lecun or orthogonal.
         **kwargs: the shared ImageClassifier arguments.
     """
 
@@ -353,6 +359,7 @@ class CNNClassifier(ImageClassifier):
         activation: str = "relu",
         dropout: float = 0.1,
         head_dropout: float = 0.3,
+        init: Init = "default",
         **kwargs: Any,
     ) -> None:
         _check_dropout(locals())
@@ -375,6 +382,7 @@ class CNNClassifier(ImageClassifier):
             dropout,
             head_dropout,
         )
+        init_weights(self.net, init)
 
 
 @register("timm")
