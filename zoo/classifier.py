@@ -32,6 +32,13 @@ from zoo.weights import create_timm_net
 console = Console(stderr=True, soft_wrap=True)
 
 
+def balanced_weights(datamodule: Any, num_classes: int) -> torch.Tensor:
+    """n / (classes * n_class) per class of the training split (sklearn's "balanced"); absent classes get 0."""
+    labels = torch.as_tensor(datamodule.splits["train"].labels)
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros(()))
+
+
 def _check_dropout(args: dict[str, Any]) -> None:
     """Dropout rates are probabilities: one line for a rate outside [0, 1), before torch's traceback."""
     for name in ("dropout", "head_dropout", "drop_rate"):
@@ -89,6 +96,10 @@ class ImageClassifier(L.LightningModule):
         plateau_patience: ...for this many epochs,
         min_lr: ...down to this floor.
         label_smoothing: cross-entropy label smoothing.
+        l1: an L1 penalty, l1 * sum(|w|) over the weights (not biases or norms), added to the training loss
+            beside weight decay (L2); logged as train/l1.
+        class_weights: "balanced" weighs each class's training loss by n / (classes * n_class) (sklearn's
+            rule), for imbalanced folders; "none" weighs all alike. val/loss stays unweighted.
     """
 
     family = "base"
@@ -117,6 +128,8 @@ class ImageClassifier(L.LightningModule):
         plateau_patience: int = 10,
         min_lr: float = 1e-6,
         label_smoothing: float = 0.0,
+        l1: float = 0.0,
+        class_weights: Literal["none", "balanced"] = "none",
     ) -> None:
         super().__init__()
         if not class_names or len(class_names) < 2:
@@ -125,6 +138,8 @@ class ImageClassifier(L.LightningModule):
             raise ZooError(f"--model.lr must be above 0 (or auto), got {lr}")
         if not 0 <= label_smoothing < 1:
             raise ZooError(f"--model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if l1 < 0:
+            raise ZooError(f"--model.l1 must be 0 or more, got {l1}")
         if weight_decay < 0:
             raise ZooError(f"--model.weight_decay must be 0 or more, got {weight_decay}")
         if scheduler == "plateau" and warmup_epochs > 0:
@@ -140,6 +155,8 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, channels, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, channels, 1, 1), persistent=False)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # class_weights "balanced": set in on_fit_start; a plain attribute, so no checkpoint depends on it
+        self.class_weight: torch.Tensor | None = None
         self.train_acc = torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
         self.val_metrics = _metrics(self.num_classes, "val/")
         self.test_metrics = _metrics(self.num_classes, "test/")
@@ -191,6 +208,8 @@ class ImageClassifier(L.LightningModule):
         """Ready the starting weights of a new (not resumed) fit; called once, before any training."""
 
     def on_fit_start(self) -> None:
+        if self.hparams.get("class_weights", "none") == "balanced":
+            self.class_weight = balanced_weights(self.trainer.datamodule, self.num_classes).to(self.device)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         if not self.trainer.ckpt_path:  # a resumed run has its weights from the checkpoint
@@ -199,7 +218,14 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = self.criterion(logits, labels)
+        loss = nn.functional.cross_entropy(
+            logits, labels, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
+        )
+        if self.hparams.get("l1", 0.0) > 0:
+            # torch has no L1 option in its optimisers; the penalty is the course's definition, on the weights
+            penalty = self.hparams.l1 * sum(p.abs().sum() for p in self.net.parameters() if p.ndim > 1)
+            self.log("train/l1", penalty, on_step=True)
+            loss = loss + penalty
         self.train_acc(logits, labels)
         self.log("train/loss", loss, on_step=True, prog_bar=True)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
