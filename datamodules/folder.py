@@ -5,12 +5,20 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from rich.markup import escape
 
 from datamodules.base import ImageClassificationDataModule, Split
-from datamodules.images import IMG_EXTENSIONS, infer_image_config, is_image_file, list_images
+from datamodules.images import (
+    IMG_EXTENSIONS,
+    decode_side,
+    infer_image_config,
+    is_image_file,
+    list_images,
+    load_image,
+)
 from datamodules.transforms import Augment, Interpolation
 from zoo.console import info
 from zoo.errors import ZooError
@@ -125,6 +133,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         val_fraction: share of each class held out for validation when ROOT has no val/ folder.
         split_seed: seed of that split (kept apart from the training seed so the split is stable).
         strict: fail on files that cannot be decoded instead of skipping them with a warning.
+        mean: per-channel mean of [0, 1] pixels; "auto" = measured on up to 200 training images (for nets
+            trained from scratch); None = 0.5 each, or a pretrained backbone's own under `zoo fit`.
+        std: as `mean`.
         image_size: side of the square images the model sees; None = from the images: the median
             shorter side of up to 200 training images (read from their headers), capped at 128 and
             rounded down to a multiple of 4 (28 for the bundled sample).
@@ -141,8 +152,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         strict: bool = False,
         image_size: int | None = None,
         channels: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
+        mean: list[float] | Literal["auto"] | None = None,
+        std: list[float] | Literal["auto"] | None = None,
         interpolation: Interpolation | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
@@ -150,9 +161,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         hflip: bool = False,
         cache_gb: float | None = None,
     ) -> None:
+        auto = [name for name, value in (("mean", mean), ("std", std)) if value == "auto"]
         super().__init__(
-            image_size, channels, mean, std, interpolation, batch_size, num_workers, augment, hflip, cache_gb
-        )
+            image_size, channels, None if mean == "auto" else mean, None if std == "auto" else std,
+            interpolation, batch_size, num_workers, augment, hflip, cache_gb,
+        )  # fmt: skip
         if not 0.0 < val_fraction < 1.0:
             raise ZooError(f"--data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         self.root = Path(root).expanduser() if root is not None else sample_root()
@@ -180,6 +193,37 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 f"data: {', '.join(said[n] for n in filled)}, from the images in {escape(str(self.root))} "
                 f"(set {flags} to change)"
             )
+        if auto:
+            self._statistics_from_training_images(auto)
+
+    def _statistics_from_training_images(self, names: list[str]) -> None:
+        """--data.mean/std auto: per-channel mean and std of [0, 1] pixels of up to 200 training images.
+
+        For nets trained from scratch; a pretrained backbone wants its own statistics (null).
+        """
+        train = self._find_splits()["train"]
+        by_class: dict[str, list[Path]] = {}
+        for path, label in zip(train.items, train.labels, strict=True):
+            by_class.setdefault(str(label), []).append(path)
+        total = np.zeros(self.channels)
+        squares = np.zeros(self.channels)
+        count = 0
+        for path in spread_sample(by_class):
+            pixels = (
+                load_image(path, self.channels, decode_side(self.image_size)).reshape(-1, self.channels)
+                / 255.0
+            )
+            total += pixels.sum(0)
+            squares += (pixels**2).sum(0)
+            count += len(pixels)
+        mean = total / count
+        # A channel that never varies (a constant border colour, say) would be divided by ~0: floor the std.
+        std = np.maximum(np.sqrt(np.maximum(squares / count - mean**2, 0.0)), 0.01)
+        stats = {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in std]}
+        for name in names:
+            setattr(self, name, stats[name])
+        said = ", ".join(f"{name} {stats[name]}" for name in names)
+        info(f"data: {said}, from {min(len(train.items), INFER_SAMPLE)} training images")
 
     def _detect_layout(self) -> dict[str, Path]:
         """Which sub-folders are splits: train/ + val|valid|validation/ (+ test/), or none."""

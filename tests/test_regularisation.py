@@ -60,3 +60,22 @@ def test_balanced_class_weights_train_and_checkpoints_load_anywhere(run_zoo, tmp
     from zoo.checkpoint import load_checkpoint
 
     assert load_checkpoint(ckpt).hparams.class_weights == "balanced"
+
+
+def test_mean_and_std_auto_are_measured_on_the_training_images(run_zoo, tmp_path, capsys):
+    from PIL import Image
+
+    for name, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (tmp_path / "two" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (16, 16), colour).save(tmp_path / "two" / name / f"{i}.png")
+    rc, runs = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", tmp_path / "two", *FAST,
+                       "--data.mean", "auto", "--data.std", "auto", "--trainer.logger", "false")  # fmt: skip
+    assert rc == 0
+    assert (
+        "data: mean [0.5, 0.0, 0.5], std [0.5, 0.01, 0.5], from 16 training images" in capsys.readouterr().err
+    )
+    hparams = torch.load(next(runs.rglob("last.ckpt")), weights_only=True)["hyper_parameters"]
+    assert hparams["mean"] == pytest.approx([0.5, 0.0, 0.5]) and hparams["std"] == pytest.approx(
+        [0.5, 0.01, 0.5], abs=1e-4
+    )
