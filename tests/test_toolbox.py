@@ -70,3 +70,13 @@ def test_ema_of_the_weights_is_what_the_checkpoint_holds(run_zoo, image_folder):
     averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
     key = next(k for k in raw if k.startswith("net.") and k.endswith("weight"))
     assert not torch.equal(averaged[key], raw[key])  # the EMA, not the last step's weights
+
+
+def test_batch_size_finder_prints_and_saves_its_result(run_zoo, image_folder, capsys):
+    rc, runs = run_zoo("batch-size-find", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder,
+                       "--data.batch_size", 2, "--data.num_workers", 0, "--trainer.logger", "false")  # fmt: skip
+    assert rc == 0
+    printed = int(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = __import__("json").loads(next(runs.rglob("batch_size.json")).read_text())
+    # nothing runs out of memory here: doubling from 2 stops at the 24 training images
+    assert printed == saved["batch_size"] == 24 and saved["start"] == 2

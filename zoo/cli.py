@@ -16,6 +16,7 @@ VERBS = {
     "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
     "lr-find": "run the learning-rate range test and print the suggested lr",
+    "batch-size-find": "find the largest batch size that fits in memory (Lightning's finder) and print it",
     "predict": "top-k predictions for image files/folders as JSON lines (--checkpoint, .ckpt or .onnx)",
     "export": "write a checkpoint as ONNX, TorchScript or safetensors, with its class names and preprocessing",
     "app": "launch the Gradio app: predictions and a Grad-CAM view (--checkpoint, repeatable)",
@@ -35,6 +36,20 @@ def lr_find_main(args: list[str]) -> None:
             "the LR finder stopped before it could suggest a learning rate; try more data or --data.batch_size smaller"
         )
     print(f"{suggestion:.6g}")
+
+
+def batch_size_main(args: list[str]) -> None:
+    """`zoo batch-size-find`: the same config parsing as `zoo fit`, then Lightning's batch-size finder."""
+    from zoo.batch_size import find_batch_size
+    from zoo.lightning_cli import ZooCLI
+
+    cap = 4096
+    if "--max_batch_size" in args:  # a finder option, not a fit option: taken out before the config parsing
+        i = args.index("--max_batch_size")
+        cap, args = int(args[i + 1]), args[:i] + args[i + 2 :]
+    cli = ZooCLI(args=args, run=False, wandb=False)
+    cli.datamodule.setup("fit")  # the training set's size caps the search
+    print(find_batch_size(cli.trainer, cli.model, cli.datamodule, cli.run_dir, cap))
 
 
 def predict_main(args: list[str]) -> int:
@@ -179,6 +194,10 @@ COMMON_OPTIONS = {
 }
 COMMON_OPTIONS["test"] = COMMON_OPTIONS["validate"]
 COMMON_OPTIONS["lr-find"] = COMMON_OPTIONS["fit"][:11]
+COMMON_OPTIONS["batch-size-find"] = [
+    *COMMON_OPTIONS["fit"][:9],
+    ("--max_batch_size N", "stop doubling here (default 4096; also capped at the training set's size)"),
+]
 
 
 def print_short_help(verb: str) -> None:
@@ -226,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     verb, rest = argv[0], argv[1:]
     try:
-        if verb in ("fit", "validate", "test", "lr-find"):
+        if verb in ("fit", "validate", "test", "lr-find", "batch-size-find"):
             if any(a in ("-h", "--help") for a in rest):
                 print_short_help(verb)
                 return 0
@@ -236,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             rest = lightning_args(rest, verb)
             if verb == "lr-find":
                 lr_find_main(rest)
+            elif verb == "batch-size-find":
+                batch_size_main(rest)
             else:
                 ZooCLI(args=[verb, *rest])
         elif verb in COMMANDS:
