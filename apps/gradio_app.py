@@ -156,7 +156,6 @@ def launch(
 ) -> None:
     """Serve the app; safe defaults: localhost only, no public share link, 10 MB uploads."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    check_port_free(host, port)  # before loading models: a busy port should fail in a second
     demo = build_demo(checkpoints, top_k=top_k)
     demo.queue().launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE, show_error=True
@@ -165,4 +164,5 @@ def launch(
 
 if __name__ == "__main__":
     args = parser().parse_args()
+    check_port_free(args.host, args.port)  # `zoo app` checks before importing gradio; this path here
     launch(args.checkpoint, args.host, args.port, args.share, args.top_k)

@@ -141,7 +141,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             rounded down to a multiple of 4 (28 for the bundled sample).
         channels: 1 (grayscale) or 3 (RGB); None = from the images: 1 when all of those images are
             grayscale, else 3. zoo prints the values it inferred.
-        mean: see ImageClassificationDataModule (as are the remaining arguments).
+        interpolation: see ImageClassificationDataModule (as are the remaining arguments).
     """
 
     def __init__(

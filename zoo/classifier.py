@@ -208,7 +208,7 @@ class ImageClassifier(L.LightningModule):
         """Ready the starting weights of a new (not resumed) fit; called once, before any training."""
 
     def on_fit_start(self) -> None:
-        if self.hparams.get("class_weights", "none") == "balanced":
+        if self.hparams.class_weights == "balanced":
             self.class_weight = balanced_weights(self.trainer.datamodule, self.num_classes).to(self.device)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -221,7 +221,7 @@ class ImageClassifier(L.LightningModule):
         loss = nn.functional.cross_entropy(
             logits, labels, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
         )
-        if self.hparams.get("l1", 0.0) > 0:
+        if self.hparams.l1 > 0:
             # torch has no L1 option in its optimisers; the penalty is the course's definition, on the weights
             penalty = self.hparams.l1 * sum(p.abs().sum() for p in self.net.parameters() if p.ndim > 1)
             self.log("train/l1", penalty, on_step=True)
@@ -293,17 +293,14 @@ class ImageClassifier(L.LightningModule):
             for g in self.param_groups()
             if g["params"]
         ]
-        opt = build_optimizer(h.optimizer, groups, lr, h.momentum, h.get("nesterov", True))
-        if h.scheduler == "constant" and not h.get("warmup_epochs"):
-            return opt
+        opt = build_optimizer(h.optimizer, groups, lr, h.momentum, h.nesterov)
+        if h.scheduler == "constant" and h.warmup_epochs <= 0:
+            return opt  # no schedule to run (and none needs the trainer's step count)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
         names = ScheduleConfig.__dataclass_fields__
-        cfg = ScheduleConfig(
-            **{k: h[k] for k in names if h.get(k) is not None}
-        )  # older checkpoints lack some
-        schedule = build_scheduler(opt, cfg, per_epoch, total)
-        return opt if schedule is None else {"optimizer": opt, "lr_scheduler": schedule}
+        cfg = ScheduleConfig(**{k: h[k] for k in names if h[k] is not None})  # milestones None: the default
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, cfg, per_epoch, total)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}

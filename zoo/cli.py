@@ -10,6 +10,7 @@ from pathlib import Path
 
 from zoo.console import console
 from zoo.errors import VerbParser, ZooError, check_output, positive_int
+from zoo.recipes import recipe_files
 
 VERBS = {
     "fit": "train a model (LightningCLI: --config, --model.*, --data.*, --trainer.*)",
@@ -202,13 +203,12 @@ COMMON_OPTIONS["batch-size-find"] = [
 
 def print_short_help(verb: str) -> None:
     """`zoo fit --help`: the options most runs need and the recipes; --help-all gives jsonargparse's full list."""
-    configs = Path(__file__).resolve().parents[1] / "configs"
     print(f"usage: zoo {verb} [--config FILE ...] [options]\n\n{VERBS[verb]}\n\ncommon options:")
     for option, text in [*COMMON_OPTIONS[verb], ("--debug", "show the full traceback of an error")]:
         print(f"  {option:<26} {text}")
-    if verb in ("fit", "lr-find") and configs.is_dir():
+    if verb in ("fit", "lr-find") and recipe_files():
         print("\nrecipes (--config configs/NAME):")
-        for recipe in sorted(configs.glob("*.yaml")):
+        for recipe in recipe_files():
             first = recipe.read_text().splitlines()[0].lstrip("# ").strip()
             print(f"  {recipe.name:<26} {first}")
     print(

@@ -180,19 +180,17 @@ class ZooCLI(LightningCLI):
             if loggers:
                 callbacks.append(LearningRateMonitor(logging_interval="step"))
             adapt = trainer_cfg.get("log_every_n_steps") is None
-            if adapt:
-                kwargs["log_every_n_steps"] = (
-                    1  # RunReport sets it from the epoch's length when fitting starts
-                )
+            if adapt:  # RunReport sets it from the epoch's length when fitting starts
+                kwargs["log_every_n_steps"] = 1
             self.report = RunReport(self.run_dir, self.run_dir / "config.yaml", adapt_logging=adapt)
             callbacks.append(self.report)
         # A progress bar only in a terminal: in a log file or CI it prints control characters, and the
         # epoch lines say what matters there.
-        wants_bar = trainer_cfg.get("enable_progress_bar", True) is not False and sys.stdout.isatty()
-        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(EpochBar())
-        elif not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["enable_progress_bar"] = False
+        if not any(isinstance(c, ProgressBar) for c in callbacks):
+            if trainer_cfg.get("enable_progress_bar", True) is not False and sys.stdout.isatty():
+                callbacks.append(EpochBar())
+            else:
+                kwargs["enable_progress_bar"] = False
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand in ("validate", "test") and not loggers:
@@ -231,7 +229,7 @@ class ZooCLI(LightningCLI):
                     f"{ckpt_path} has already trained {done} of --trainer.max_epochs {max_epochs}; "
                     f"raise it to train on, e.g. --trainer.max_epochs {done + max(1, max_epochs // 2)}"
                 )
-        if self._cfg().get("ckpt_path"):
+        if ckpt_path:
             if self._cfg().lr_find or self.model.lr == "auto":
                 console.print("LR finder skipped: a resumed run continues the schedule it was saved with")
             if self.model.lr == "auto":
@@ -286,17 +284,6 @@ def _as_list(value: Any) -> list:
     if value is None or isinstance(value, bool):
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def lr_find_main(args: list[str]) -> None:
-    """`zoo lr-find`: the same config parsing as `zoo fit`, then the range test alone."""
-    cli = ZooCLI(args=args, run=False)
-    suggestion = find_lr(cli.trainer, cli.model, cli.datamodule, cli.run_dir)
-    if suggestion is None:
-        raise ZooError(
-            "the LR finder stopped before it could suggest a learning rate; try more data or --data.batch_size smaller"
-        )
-    print(f"{suggestion:.6g}")
 
 
 def lightning_args(args: list[str], verb: str = "fit") -> list[str]:

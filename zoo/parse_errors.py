@@ -13,14 +13,13 @@ import difflib
 import importlib
 import inspect
 import re
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser
 
 from zoo.errors import ZooError
+from zoo.recipes import recipe_files
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # What users of other trainers (timm's train.py, fastai, Keras) type, and zoo's option for it.
 OTHER_TOOLS = {
     "epochs": "--trainer.max_epochs",
@@ -73,13 +72,9 @@ def _unrecognized(tokens: list[str], parser: Any) -> str:
     name = token.split("=", 1)[0]
     options = sorted(o for o in getattr(parser, "_option_string_actions", {}) if o.startswith("--"))
     options += _class_options()
-    # `--lr`, `--epochs`, `--batch_size`: the same name one level down is what the user meant
     bare = name.lstrip("-").replace("-", "_")
-    if bare in OTHER_TOOLS:
+    if bare in OTHER_TOOLS:  # `--epochs`, `--gpus`: what other trainers call it
         return f"unknown option {name}; zoo's is {OTHER_TOOLS[bare]}"
-    exact = [o for o in options if o.rsplit(".", 1)[-1] == bare and o != name]
-    if exact:
-        return f"unknown option {name}; did you mean {exact[0]}?"
     return f"unknown option {name}{_did_you_mean(name, options)}"
 
 
@@ -169,13 +164,18 @@ def _did_you_mean(given: str, choices: list[str]) -> str:
         return s.lower().replace("-", "_")
 
     prefix, _, tail = norm(given).rpartition(".")
+    bare = norm(given.lstrip("-")).rpartition(".")[2]  # `--lr` -> lr (norm turns the dashes into _)
+    if given.startswith("--"):  # `--lr`, `--batch_size`: the very same name one level down comes first
+        exact = [c for c in choices if norm(c).rsplit(".", 1)[-1] == bare and norm(c) != norm(given)]
+        if exact:
+            return f"; did you mean {exact[0]}?"
     same_level = {norm(c).rpartition(".")[2]: c for c in choices if norm(c).rpartition(".")[0] == prefix}
     match = difflib.get_close_matches(tail, list(same_level), n=1, cutoff=0.6)
     if match:
         return f"; did you mean {same_level[match[0]]}?"
     if given.startswith("--"):  # --max_epochs for --trainer.max_epochs: the same name one level down
         tails = {norm(c).rsplit(".", 1)[-1]: c for c in reversed(choices)}
-        tail_match = difflib.get_close_matches(tail.lstrip("-"), list(tails), n=1, cutoff=0.8)
+        tail_match = difflib.get_close_matches(bare, list(tails), n=1, cutoff=0.8)
         return f"; did you mean {tails[tail_match[0]]}?" if tail_match else ""
     return ""
 
@@ -209,5 +209,5 @@ def _most_specific_line(message: str) -> str:
 
 
 def _recipes_hint() -> str:
-    recipes = sorted(p.name for p in CONFIGS.glob("*.yaml")) if CONFIGS.is_dir() else []
+    recipes = [p.name for p in recipe_files()]
     return f"; the recipes are {', '.join(f'configs/{r}' for r in recipes)}" if recipes else ""

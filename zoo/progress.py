@@ -52,7 +52,6 @@ class RunReport(L.Callback):
         self.fit_start = self.epoch_start = self.train_seconds = 0.0
         self.train_images = self.epoch_images = 0
         self.train_end: float | None = None
-        self.loss_sum = torch.zeros(())
         self.best_before_resume: float | None = None  # val/acc_best restored from the checkpoint
 
     # --- header ------------------------------------------------------------------------------
@@ -89,16 +88,11 @@ class RunReport(L.Callback):
         self.epoch_start = time.perf_counter()
         self.epoch_images = 0
         self.train_end = None
-        self.loss_sum = torch.zeros((), device=pl_module.device)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
     ) -> None:
-        n = len(batch[1])  # (images, labels)
-        self.epoch_images += n
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            self.loss_sum += loss.detach().float() * n  # summed on the device: no sync every step
+        self.epoch_images += len(batch[1])  # (images, labels)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self.train_end is None:
@@ -110,8 +104,9 @@ class RunReport(L.Callback):
         self.train_seconds += train_end - self.epoch_start
         self.train_images += self.epoch_images
         metrics = trainer.callback_metrics
-        row = {key: _value(metrics, key) for key in ("val/loss", "val/acc", "val/f1", "val/acc_top5")}
-        row["train/loss"] = float(self.loss_sum) / self.epoch_images if self.epoch_images else None
+        # train/loss_epoch: the epoch's mean that ImageClassifier logs; Lightning has reduced it by now
+        keys = ("train/loss_epoch", "val/loss", "val/acc", "val/f1", "val/acc_top5")
+        row = {key: _value(metrics, key) for key in keys}
         row["epoch"] = trainer.current_epoch + 1
         row["seconds"] = now - self.epoch_start
         self.history.append(row)
@@ -124,7 +119,7 @@ class RunReport(L.Callback):
 
     def _epoch_line(self, trainer: L.Trainer, row: dict[str, Any]) -> str:
         parts = [f"epoch {row['epoch']}/{trainer.max_epochs}"]
-        for key, name in (("train/loss", "loss"), ("val/loss", "val/loss"), ("val/acc", "val/acc")):
+        for key, name in (("train/loss_epoch", "loss"), ("val/loss", "val/loss"), ("val/acc", "val/acc")):
             if row.get(key) is not None:
                 parts.append(f"{name} {row[key]:.3f}")
         earlier = [r["val/acc"] for r in self.history[:-1] if r.get("val/acc") is not None]

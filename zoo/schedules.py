@@ -78,8 +78,8 @@ def lr_factor(step: int, cfg: ScheduleConfig, steps_per_epoch: int, total: int) 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total: int
-) -> dict[str, Any] | None:
-    """Lightning's lr_scheduler config for `cfg`, or None for a constant lr without warm-up."""
+) -> dict[str, Any]:
+    """Lightning's lr_scheduler config for `cfg` (a constant lr without warm-up needs none: see the caller)."""
     if cfg.scheduler == "plateau":
         # torch's ReduceLROnPlateau, run by Lightning once per epoch on val/loss; its state (best, bad
         # epochs) is saved in checkpoints, so a resumed run keeps counting where it stopped.
@@ -87,8 +87,6 @@ def build_scheduler(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
         )
         return {"scheduler": plateau, "interval": "epoch", "monitor": "val/loss", "strict": True}
-    if cfg.scheduler == "constant" and cfg.warmup_epochs <= 0:
-        return None
     shape = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch, total)
     )
