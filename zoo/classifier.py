@@ -159,6 +159,8 @@ class ImageClassifier(L.LightningModule):
         self.class_weight: torch.Tensor | None = None
         self.train_acc = torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro")
         self.val_metrics = _metrics(self.num_classes, "val/")
+        # a metric object, not a logged tensor: plateau reads the epoch's value before Lightning reduces logs
+        self.val_loss = torchmetrics.MeanMetric()
         self.test_metrics = _metrics(self.num_classes, "test/")
         # Expected calibration error (15 bins, L1): are the scores honest probabilities?
         self.test_metrics.add_metrics(
@@ -239,10 +241,13 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("val/loss", self.criterion(logits, labels), on_epoch=True, prog_bar=True)
+        self.val_loss.update(self.criterion(logits, labels), weight=len(labels))
         self.val_metrics.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True)
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         acc = values.pop("val/acc")
@@ -252,6 +257,7 @@ class ImageClassifier(L.LightningModule):
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.val_acc_best(acc)
             self.log("val/acc_best", self.val_acc_best.compute())
+            self._step_plateau(loss)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -301,6 +307,21 @@ class ImageClassifier(L.LightningModule):
         names = ScheduleConfig.__dataclass_fields__
         cfg = ScheduleConfig(**{k: h[k] for k in names if h[k] is not None})  # milestones None: the default
         return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, cfg, per_epoch, total)}
+
+    def _step_plateau(self, val_loss: torch.Tensor) -> None:
+        """Step reduce-on-plateau here, before the epoch's checkpoints are written.
+
+        Lightning steps it after they are saved, so a resumed run would lose that epoch's step (and
+        its lr cut); stepped here, last.ckpt holds exactly the state an uninterrupted run goes on with.
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau:
+                config.scheduler.step(float(val_loss))
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return  # stepped in on_validation_epoch_end (see _step_plateau)
+        super().lr_scheduler_step(scheduler, metric)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = {"family": self.family, "version": zoo.__version__}
