@@ -72,6 +72,17 @@ def test_ema_of_the_weights_is_what_the_checkpoint_holds(run_zoo, image_folder):
     assert not torch.equal(averaged[key], raw[key])  # the EMA, not the last step's weights
 
 
+def test_swa_averages_the_later_epochs_and_saves_the_average(run_zoo, image_folder):
+    rc, runs = fit(run_zoo, image_folder, "--trainer.max_epochs", 4, "--trainer.callbacks+=StochasticWeightAveraging",
+                   "--trainer.callbacks.swa_lrs", 0.001, "--trainer.callbacks.swa_epoch_start", 0.5)  # fmt: skip
+    assert rc == 0
+    ckpt = torch.load(next(runs.rglob("last.ckpt")), weights_only=False)
+    swa = ckpt["callbacks"]["StochasticWeightAveraging"]
+    assert swa["n_averaged"] >= 2  # epochs 3 and 4 at least went into the average
+    weights = [k for k in ckpt["state_dict"] if k.startswith("net.") and k.endswith("weight")]
+    assert weights and all(torch.equal(ckpt["state_dict"][k], swa["average_model_state"][k]) for k in weights)
+
+
 def test_batch_size_finder_prints_and_saves_its_result(run_zoo, image_folder, capsys):
     rc, runs = run_zoo("batch-size-find", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder,
                        "--data.batch_size", 2, "--data.num_workers", 0, "--trainer.logger", "false")  # fmt: skip

@@ -5,23 +5,21 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from datamodules import ImageClassificationDataModule
+from zoo.callbacks import DEFAULT_CALLBACKS, RUN_DIR, switched_off, with_run_dir
 from zoo.classifier import ImageClassifier
 from zoo.console import console
 from zoo.errors import ZooError
 from zoo.lr_find import find_lr
 from zoo.parse_errors import ZooArgumentParser
-from zoo.progress import EpochBar, RunReport
+from zoo.progress import RunReport
 from zoo.registry import FAMILIES
 from zoo.runs import (
     default_loggers,
@@ -34,7 +32,6 @@ from zoo.runs import (
 from zoo.weights import check_weights_path
 
 LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation")
-RUN_DIR = "<run_dir>"  # stands for the run folder in a logger's save_dir
 
 
 class ZooCLI(LightningCLI):
@@ -94,6 +91,7 @@ class ZooCLI(LightningCLI):
             {
                 "model": {"class_path": "zoo.classifier.CNNClassifier"},
                 "data": {"class_path": "datamodules.ImageFolderDataModule"},
+                "trainer.callbacks": DEFAULT_CALLBACKS,
             }
         )
 
@@ -140,16 +138,15 @@ class ZooCLI(LightningCLI):
             self.run_dir = new_run_dir(cfg.runs_dir, experiment)
         self.experiment = experiment
         cfg.trainer.default_root_dir = str(self.run_dir)
-        for logger in _as_list(cfg.trainer.logger):
-            args = getattr(logger, "init_args", None)
-            if args is not None and args.get("save_dir") == RUN_DIR:
-                args.save_dir = str(self.run_dir)
-                for key in ("name", "version"):  # log straight into the run folder, no nesting
-                    if key in args:
-                        args[key] = ""
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        # LightningCLI.instantiate_classes, on a copy with `<run_dir>` resolved (zoo.callbacks.with_run_dir):
+        # self.config, which becomes config.yaml, keeps the placeholder.
+        self.config_init = self.parser.instantiate_classes(with_run_dir(self.config, str(self.run_dir)))
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self._add_configure_optimizers_method_to_model(self.subcommand)
+        self.trainer = self.instantiate_trainer()
         # What the data module worked out from the images (size, channels, statistics) goes into the
         # config, so the run's config.yaml says what was used and reruns as it ran.
         data = self._cfg().data.get("init_args")
@@ -160,37 +157,22 @@ class ZooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
-        callbacks = _as_list(trainer_cfg.get("callbacks"))
         loggers = self._loggers(trainer_cfg.get("logger"))
         kwargs["logger"] = loggers or False
+        callbacks = switched_off(
+            _as_list(trainer_cfg.get("callbacks")),
+            checkpointing=trainer_cfg.get("enable_checkpointing", True) is not False,
+            progress_bar=trainer_cfg.get("enable_progress_bar", True) is not False,
+            logging=bool(loggers),
+        )
         if self.subcommand in (None, "fit"):
-            checkpoints = self.run_dir / "checkpoints"
-            best = ModelCheckpoint(
-                checkpoints, "best", monitor="val/acc", mode="max", auto_insert_metric_name=False
-            )
-            # Not `save_last=True`: Lightning 2.6 rewrites last.ckpt only in epochs that improve val/acc, so
-            # a resume would silently repeat every epoch since the best one. An unmonitored callback saves
-            # every epoch.
-            last = ModelCheckpoint(
-                checkpoints, "last", monitor=None, save_top_k=1, enable_version_counter=False
-            )
-            own = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-            if trainer_cfg.get("enable_checkpointing", True) is not False and not own:
-                callbacks += [best, last]  # best first: it is trainer.checkpoint_callback
-            if loggers:
-                callbacks.append(LearningRateMonitor(logging_interval="step"))
             adapt = trainer_cfg.get("log_every_n_steps") is None
             if adapt:  # RunReport sets it from the epoch's length when fitting starts
                 kwargs["log_every_n_steps"] = 1
+            # zoo's own console report (header, epoch lines, summary, Ctrl-C save): part of the command,
+            # like Lightning's SaveConfigCallback, so it is added here rather than configured.
             self.report = RunReport(self.run_dir, self.run_dir / "config.yaml", adapt_logging=adapt)
             callbacks.append(self.report)
-        # A progress bar only in a terminal: in a log file or CI it prints control characters, and the
-        # epoch lines say what matters there.
-        if not any(isinstance(c, ProgressBar) for c in callbacks):
-            if trainer_cfg.get("enable_progress_bar", True) is not False and sys.stdout.isatty():
-                callbacks.append(EpochBar())
-            else:
-                kwargs["enable_progress_bar"] = False
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand in ("validate", "test") and not loggers:

@@ -7,6 +7,7 @@ progress bar), in a log file and in CI, where a progress bar would only print co
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,16 @@ def _relative(path: Path) -> Path:
 
 class EpochBar(RichProgressBar):
     """Lightning's rich progress bar for a terminal, counting epochs as the epoch lines do (1 to N), showing
-    only the training loss (the epoch lines carry the rest) and printing those lines above itself."""
+    only the training loss (the epoch lines carry the rest) and printing those lines above itself.
+
+    Off unless stdout is a terminal: in a log file or CI a live bar prints control characters, and the
+    epoch lines say what matters there.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not sys.stdout.isatty():
+            self.disable()
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"epoch {current_epoch + 1}/{self.trainer.max_epochs}".ljust(len(self.validation_description))
