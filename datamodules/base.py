@@ -8,15 +8,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from datamodules.images import decode_side, image_nbytes, load_image
-from datamodules.transforms import Augment, Interpolation, eval_transform, train_transform
+from datamodules.transforms import (
+    AUGMENTS,
+    Augment,
+    Interpolation,
+    check_pipeline,
+    eval_transform,
+    train_transform,
+)
 from zoo.errors import ZooError
+
+Sampler = Literal["shuffle", "balanced"]
 
 
 @dataclass
@@ -80,6 +90,17 @@ def _total_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def balanced_sampler(labels: np.ndarray) -> WeightedRandomSampler:
+    """Draw len(labels) images with replacement, each with weight 1/count(its class): classes come equally often.
+
+    The generator starts from torch's seed (`seed_everything`'s), so a rerun draws the same images, and
+    every DDP rank draws the same order for Lightning's distributed wrapper to split.
+    """
+    weights = torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.double)
+    generator = torch.Generator().manual_seed(torch.initial_seed())
+    return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
+
+
 class ImageClassificationDataModule(L.LightningDataModule):
     """Base class: subclasses say where the images are (`class_names`, `_find_splits`) and, at the end of
     their `__init__`, call `_resolve_image_config` with the image size and channels their data has.
@@ -98,10 +119,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
             (`zoo fit` fills in a pretrained backbone's own).
         batch_size: images per batch.
         num_workers: DataLoader worker processes; None = one fewer than the cores (at most 8).
-        augment: training augmentation preset: none, light (pad-crop), standard (RRC + jitter).
+        augment: training augmentation preset: none, light (pad-crop), standard (RRC + jitter); or the
+            path of an albumentations pipeline file (A.save's .yaml/.yml/.json), to which zoo appends
+            the resize and centre crop to image_size.
         hflip: random horizontal flips in training; only for classes that a mirror image keeps.
         cache_gb: decoded images are kept in RAM when they fit in this many GiB;
             None = a fifth of the machine's RAM, 0 = never.
+        sampler: how training batches are drawn: shuffle (each image once per epoch) or balanced
+            (with replacement, each class equally often: weight 1/count(class) per image), for
+            imbalanced data.
     """
 
     def __init__(
@@ -113,9 +139,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         interpolation: Interpolation | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
-        augment: Augment = "light",
+        augment: Augment | str = "light",
         hflip: bool = False,
         cache_gb: float | None = None,
+        sampler: Sampler = "shuffle",
     ) -> None:
         super().__init__()
         if channels is not None and channels not in (1, 3):
@@ -139,6 +166,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.hflip = hflip
         self.interpolation = interpolation or "bilinear"
         self.cache_bytes = _total_ram() // 5 if cache_gb is None else int(cache_gb * 2**30)
+        self.sampler = sampler
         self.splits: dict[str, Split] = {}
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -175,6 +203,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
                     f"--data.{name} needs {self.channels} values, one per channel{why}; got {value}"
                 )
             setattr(self, name, value)
+        if self.augment not in AUGMENTS:  # a wrong pipeline file fails now, before a run folder exists
+            check_pipeline(self.augment, self.image_size, self.channels, self.interpolation)
         return filled
 
     @property
@@ -260,10 +290,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
             else eval_transform(self.image_size, self.interpolation)
         )
         dataset = ImageDataset(self.splits[split], transform, self.channels, decode_side(self.image_size))
+        sampler = (
+            balanced_sampler(self.splits[split].labels) if train and self.sampler == "balanced" else None
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.base import ImageClassificationDataModule, Split
+from datamodules.base import ImageClassificationDataModule, Sampler, Split
 from datamodules.transforms import Augment, Interpolation
 from zoo.errors import ZooError
 
@@ -81,13 +81,15 @@ class FashionMNISTDataModule(ImageClassificationDataModule):
         interpolation: Interpolation | None = None,
         batch_size: int = 256,
         num_workers: int | None = None,
-        augment: Augment = "light",
+        augment: Augment | str = "light",
         hflip: bool = False,
         cache_gb: float | None = None,
+        sampler: Sampler = "shuffle",
     ) -> None:
         super().__init__(
-            image_size, channels, mean, std, interpolation, batch_size, num_workers, augment, hflip, cache_gb
-        )
+            image_size, channels, mean, std, interpolation, batch_size, num_workers, augment, hflip, cache_gb,
+            sampler,
+        )  # fmt: skip
         self.root = Path(root).expanduser()
         self.download = download
         self.val_fraction = val_fraction

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from rich.markup import escape
 
-from datamodules.base import ImageClassificationDataModule, Split
+from datamodules.base import ImageClassificationDataModule, Sampler, Split
 from datamodules.images import (
     IMG_EXTENSIONS,
     decode_side,
@@ -157,14 +157,15 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         interpolation: Interpolation | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
-        augment: Augment = "light",
+        augment: Augment | str = "light",
         hflip: bool = False,
         cache_gb: float | None = None,
+        sampler: Sampler = "shuffle",
     ) -> None:
         auto = [name for name, value in (("mean", mean), ("std", std)) if value == "auto"]
         super().__init__(
             image_size, channels, None if mean == "auto" else mean, None if std == "auto" else std,
-            interpolation, batch_size, num_workers, augment, hflip, cache_gb,
+            interpolation, batch_size, num_workers, augment, hflip, cache_gb, sampler,
         )  # fmt: skip
         if not 0.0 < val_fraction < 1.0:
             raise ZooError(f"--data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
