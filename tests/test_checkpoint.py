@@ -9,8 +9,9 @@ import torch
 
 from tests.conftest import FAST
 from zoo.checkpoint import load_checkpoint
-from zoo.classifier import CNNClassifier, MLPClassifier, TimmClassifier
 from zoo.errors import ZooError
+from zoo.finetune import TimmClassifier
+from zoo.scratch import CNNClassifier, MLPClassifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

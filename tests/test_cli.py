@@ -104,7 +104,7 @@ def test_bf16_mixed_precision_on_cpu(run_zoo, image_folder):
 
 
 def test_label_smoothing_changes_the_loss():
-    from zoo.classifier import CNNClassifier
+    from zoo.scratch import CNNClassifier
 
     torch.manual_seed(0)
     images, labels = torch.rand(8, 1, 16, 16), torch.randint(0, 3, (8,))
@@ -148,7 +148,7 @@ def test_print_config_is_complete(run_zoo, capsys):
     rc, _ = run_zoo("fit", "--config", CONFIGS / "resnet18_finetune.yaml", "--print_config")
     out = capsys.readouterr().out
     assert rc == 0
-    for key in ("class_path: zoo.classifier.TimmClassifier", "freeze_epochs: 1", "backbone_lr_mult: 0.1",
+    for key in ("class_path: zoo.finetune.TimmClassifier", "freeze_epochs: 1", "backbone_lr_mult: 0.1",
                 "label_smoothing: 0.1", "class_path: datamodules.ImageFolderDataModule", "max_epochs: 5"):  # fmt: skip
         assert key in out
     # ...and defaults the recipe does not spell out
@@ -235,3 +235,14 @@ def test_logger_in_yaml_with_run_dir_placeholder(run_zoo, image_folder, tmp_path
     assert rc == 0
     run_dir = only_run_dir(runs, "cnn")
     assert list(run_dir.glob("events.out.tfevents.*")) and not (Path("<run_dir>")).exists()
+
+
+def test_run_configs_naming_the_old_module_still_load():
+    from zoo.classifier import (  # run configs before the split say zoo.classifier.X
+        CNNClassifier,
+        TimmClassifier,
+    )
+    from zoo.finetune import TimmClassifier as Moved
+    from zoo.scratch import CNNClassifier as MovedCNN
+
+    assert CNNClassifier is MovedCNN and TimmClassifier is Moved

@@ -90,7 +90,7 @@ def test_debug_flag_and_variable_show_the_traceback(tmp_path, monkeypatch, capsy
 
 def test_short_model_names(capsys):
     assert main(["fit", "--model", "timm", "--print_config"]) == 0
-    assert "class_path: zoo.classifier.TimmClassifier" in capsys.readouterr().out
+    assert "class_path: zoo.finetune.TimmClassifier" in capsys.readouterr().out
 
 
 def test_export_refuses_outputs_it_cannot_write_and_exported_files_as_checkpoints(

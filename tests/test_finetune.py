@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import FAST, only_run_dir
-from zoo.classifier import TimmClassifier
 from zoo.errors import ZooError
+from zoo.finetune import TimmClassifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ["--model.backbone", "resnet10t", "--model.pretrained", "false", "--data.image_size", 32,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tests.conftest import FAST
-from zoo.classifier import CNNClassifier, MLPClassifier
+from zoo.scratch import CNNClassifier, MLPClassifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

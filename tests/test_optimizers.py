@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST
-from zoo.classifier import CNNClassifier
+from zoo.scratch import CNNClassifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPECTED = {

