@@ -67,12 +67,13 @@ class RunReport(L.Callback):
             f"{len(pl_module.hparams['class_names'])} classes, {images} images at {pl_module.hparams['image_size']} px"
         )
         console.print(
-            f"{trainer.max_epochs} epoch{'s' if trainer.max_epochs != 1 else ''} on {trainer.strategy.root_device.type} ({trainer.precision}), "
-            f"writing to {self.run_dir}"
+            f"{_epochs(trainer)} on {trainer.strategy.root_device.type} ({trainer.precision}), writing to {self.run_dir}"
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve."""
+        """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve,
+        but at least 5 steps apart: logging (W&B, the LR monitor) every step of a short epoch cost 8 % of the
+        training speed (benchmarks/loop_overhead.py)."""
         self.epoch_start = time.perf_counter()  # a run resumed mid-epoch gets no on_train_epoch_start
         if trainer.ckpt_path:
             best = getattr(pl_module, "val_acc_best", None)
@@ -82,7 +83,7 @@ class RunReport(L.Callback):
                 f"resuming {trainer.ckpt_path} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
             )
         if self.adapt_logging:
-            trainer.log_every_n_steps = max(1, min(50, int(trainer.num_training_batches) // 10))
+            trainer.log_every_n_steps = max(5, min(50, int(trainer.num_training_batches) // 10))
 
     # --- per epoch ---------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -119,7 +120,7 @@ class RunReport(L.Callback):
             console.print(line)
 
     def _epoch_line(self, trainer: L.Trainer, row: dict[str, Any]) -> str:
-        parts = [f"epoch {row['epoch']}/{trainer.max_epochs}"]
+        parts = [f"epoch {row['epoch']}" + (f"/{trainer.max_epochs}" if _bounded(trainer) else "")]
         for key, name in (("train/loss_epoch", "loss"), ("val/loss", "val/loss"), ("val/acc", "val/acc")):
             if row.get(key) is not None:
                 parts.append(f"{name} {row[key]:.3f}")
@@ -131,7 +132,7 @@ class RunReport(L.Callback):
             parts[-1] += " (best)"
         parts.append(f"{row['seconds']:.1f} s")
         done = len(self.history)
-        if trainer.max_epochs and trainer.max_epochs > trainer.current_epoch + 1 and done:
+        if _bounded(trainer) and trainer.max_epochs > trainer.current_epoch + 1 and done:
             per_epoch = sum(r["seconds"] for r in self.history) / done
             parts.append(f"ETA {_fmt_duration(per_epoch * (trainer.max_epochs - trainer.current_epoch - 1))}")
         return "  ".join(parts)
@@ -189,6 +190,7 @@ class RunReport(L.Callback):
         if ckpt:
             console.print("[bold]next[/]")
             for command in (
+                f"zoo evaluate --checkpoint {ckpt}    # where it fails: report.html",
                 f"zoo predict --checkpoint {ckpt} IMAGES_OR_FOLDERS",
                 f"zoo app --checkpoint {ckpt}",
                 f"zoo export --checkpoint {ckpt} --format onnx",
@@ -223,7 +225,8 @@ class EpochBar(RichProgressBar):
             self.disable()
 
     def _get_train_description(self, current_epoch: int) -> str:
-        return f"epoch {current_epoch + 1}/{self.trainer.max_epochs}".ljust(len(self.validation_description))
+        total = f"/{self.trainer.max_epochs}" if _bounded(self.trainer) else ""
+        return f"epoch {current_epoch + 1}{total}".ljust(len(self.validation_description))
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
@@ -232,3 +235,16 @@ class EpochBar(RichProgressBar):
     def print_line(self, line: str) -> None:
         """Print through the bar's own console (private in Lightning 2.6), which owns the live display."""
         (self._console or console).print(line, highlight=False)
+
+
+def _bounded(trainer: L.Trainer) -> bool:
+    """max_epochs -1 (or None with max_steps) trains until max_steps or a stop: no epoch count to show."""
+    return bool(trainer.max_epochs) and trainer.max_epochs > 0
+
+
+def _epochs(trainer: L.Trainer) -> str:
+    if _bounded(trainer):
+        return f"{trainer.max_epochs} epoch{'s' if trainer.max_epochs != 1 else ''}"
+    return (
+        f"up to {trainer.max_steps} steps" if trainer.max_steps and trainer.max_steps > 0 else "until stopped"
+    )
