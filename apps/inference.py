@@ -25,10 +25,12 @@ class Predictor:
     Args:
         path: a zoo .ckpt, a .safetensors from `zoo export`, or a .onnx from `zoo export`.
         device: torch device for .ckpt/.safetensors models ("cpu", "cuda").
+        tta: test-time augmentation: average the scores of each image and its mirror image.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", tta: bool = False) -> None:
         self.path = Path(path).expanduser()
+        self.tta = tta
         if self.path.suffix not in MODEL_SUFFIXES:
             raise ZooError(f"--checkpoint {self.path}: expected one of {', '.join(MODEL_SUFFIXES)}")
         self.device = torch.device(device)
@@ -91,6 +93,8 @@ class Predictor:
     def rank(self, batch: torch.Tensor, top_k: int) -> list[dict[str, Any]]:
         """Top-k labels and probabilities for a preprocessed (B, C, H, W) batch."""
         probs = self.logits(batch).softmax(dim=-1)
+        if self.tta:  # (B, C, H, W): the mirror image flips W
+            probs = (probs + self.logits(batch.flip(-1)).softmax(dim=-1)) / 2
         scores, idx = probs.topk(min(top_k, len(self.class_names)), dim=-1)
         out = []
         for row_scores, row_idx in zip(scores.tolist(), idx.tolist(), strict=True):

@@ -18,10 +18,13 @@ VERBS = {
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
     "lr-find": "run the learning-rate range test and print the suggested lr",
     "batch-size-find": "find the largest batch size that fits in memory (Lightning's finder) and print it",
+    "evaluate": "per-class metrics, confusion matrix, calibration and top losses of a checkpoint, and report.html",
+    "calibrate": "fit temperature scaling on the validation split; saves a calibrated copy of the checkpoint",
     "predict": "top-k predictions for image files/folders as JSON lines (--checkpoint, .ckpt or .onnx)",
     "export": "write a checkpoint as ONNX, TorchScript or safetensors, with its class names and preprocessing",
     "app": "launch the Gradio app: predictions and a Grad-CAM view (--checkpoint, repeatable)",
     "models": "list the model families and timm backbones, marking those with pretrained weights here",
+    "doctor": "check an image folder: broken files, duplicates, leakage, imbalance, label errors (--checkpoint)",
 }
 
 
@@ -66,6 +69,7 @@ def predict_main(args: list[str]) -> int:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--output", type=Path, help="write a .jsonl or .csv file instead of printing JSON lines")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--tta", action="store_true", help="average each image's scores with its mirror image's")
     a = p.parse_args(args)
     if a.output:
         if a.output.suffix not in (".jsonl", ".csv"):
@@ -74,7 +78,7 @@ def predict_main(args: list[str]) -> int:
     paths = expand_paths(a.paths)
     if not paths:
         raise ZooError(f"no images found in {' '.join(a.paths)}")
-    predictor = Predictor(a.checkpoint)
+    predictor = Predictor(a.checkpoint, tta=a.tta)
     try:
         done, failed = write_predictions(predictor.predict_files(paths, a.top_k, a.batch_size), a.output)
     except OSError as err:  # --output in a folder zoo may not write, or a full disk
@@ -87,6 +91,88 @@ def predict_main(args: list[str]) -> int:
             + (f" -> {a.output}" if a.output else "")
         )
     return 1 if failed else 0
+
+
+def evaluate_main(args: list[str]) -> int:
+    """`zoo evaluate`: the evaluation report of a checkpoint on its run's validation (or test) split."""
+    from zoo.evaluation import evaluate
+
+    p = VerbParser(prog="zoo evaluate", description=VERBS["evaluate"])
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="a zoo .ckpt (its run's config.yaml gives the data)"
+    )
+    p.add_argument("--data.root", dest="root", help="evaluate on this folder instead (same class folders)")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--top-losses", type=positive_int, default=16, help="how many worst images to show")
+    p.add_argument(
+        "--output", type=Path, help="folder for evaluation.json and the PNGs (default RUN/evaluate/SPLIT)"
+    )
+    p.add_argument("--tta", action="store_true", help="average each image's scores with its mirror image's")
+    a = p.parse_args(args)
+    result, report = evaluate(a.checkpoint, a.root, a.split, a.top_losses, a.output, a.tta)
+    top5 = f"  top-5 {result['top5_accuracy']:.4f}" if result["top5_accuracy"] is not None else ""
+    console.print(
+        f"{result['images']} {a.split} images: accuracy {result['accuracy']:.4f}{top5}  "
+        f"macro F1 {result['macro_f1']:.4f}  ECE {result['calibration']['ece']:.4f}"
+    )
+    worst = sorted(result["per_class"], key=lambda r: r["f1"])[:3]
+    console.print("weakest classes: " + ", ".join(f"{r['class']} (F1 {r['f1']:.2f})" for r in worst))
+    console.print(f"[bold]report[/] {report}")
+    return 0
+
+
+def doctor_main(args: list[str]) -> int:
+    """`zoo doctor`: exit 0, or with --strict 1 when problems were found."""
+    import json
+
+    from zoo.doctor import run_doctor
+
+    p = VerbParser(prog="zoo doctor", description=VERBS["doctor"])
+    p.add_argument(
+        "path", type=Path, help="the image folder: PATH/<class>/* or PATH/{train,val[,test]}/<class>/*"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, help="a zoo .ckpt: also look for likely label errors with its features"
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when a problem is found (for CI)")
+    p.add_argument("--output", type=Path, help="folder for doctor.json and the pictures (default ./doctor)")
+    p.add_argument("--json", action="store_true", help="also print the report as JSON on stdout")
+    a = p.parse_args(args)
+    report = run_doctor(a.path, a.checkpoint, a.output)
+    if a.json:
+        print(json.dumps(report, indent=1))
+    return 1 if a.strict and report["problems"] else 0
+
+
+def calibrate_main(args: list[str]) -> int:
+    """`zoo calibrate`: temperature scaling, with ECE before and after."""
+    from zoo.calibration import calibrate
+
+    p = VerbParser(prog="zoo calibrate", description=VERBS["calibrate"])
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="a zoo .ckpt (its run's config.yaml gives the data)"
+    )
+    p.add_argument(
+        "--data.root", dest="root", help="fit on this folder's val split instead (same class folders)"
+    )
+    p.add_argument(
+        "--output", type=Path, help="the calibrated checkpoint (default: CKPT-calibrated.ckpt beside it)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    a = p.parse_args(args)
+    s = calibrate(a.checkpoint, a.root, a.output, a.overwrite)
+    test = (
+        f"; test ECE {s['test_ece_before']:.4f} -> {s['test_ece_after']:.4f}" if "test_ece_after" in s else ""
+    )
+    console.print(
+        f"temperature {s['temperature']:.3f} fitted on {s['val_images']} val images: val ECE "
+        f"{s['val_ece_before']:.4f} -> {s['val_ece_after']:.4f} (fitted there; {s['val_ece_after_cross_fitted']:.4f} "
+        f"when fitted on one half and measured on the other){test}"
+    )
+    console.print(
+        f"[bold]calibrated checkpoint[/] {s['output']} (zoo predict, export and app use its temperature)"
+    )
+    return 0
 
 
 def export_main(args: list[str]) -> int:
@@ -227,7 +313,15 @@ def print_help() -> None:
         print(f"  {verb:<10} {text}")
 
 
-COMMANDS = {"predict": predict_main, "export": export_main, "app": app_main, "models": models_main}
+COMMANDS = {
+    "evaluate": evaluate_main,
+    "calibrate": calibrate_main,
+    "predict": predict_main,
+    "export": export_main,
+    "app": app_main,
+    "models": models_main,
+    "doctor": doctor_main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
