@@ -26,7 +26,7 @@ def test_print_config_lists_the_default_callbacks(run_zoo, image_folder, capsys)
     callbacks = yaml.safe_load(capsys.readouterr().out)["trainer"]["callbacks"]
     names = [(c["class_path"].rsplit(".", 1)[-1], c.get("init_args", {}).get("filename")) for c in callbacks]
     assert names == [("ModelCheckpoint", "best"), ("ModelCheckpoint", "last"),
-                     ("LearningRateMonitor", None), ("EpochBar", None)]  # fmt: skip
+                     ("LearningRateMonitor", None), ("EpochBar", None), ("WandbDashboard", None)]  # fmt: skip
     assert callbacks[0]["init_args"]["dirpath"] == "<run_dir>/checkpoints"
 
 

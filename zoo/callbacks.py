@@ -44,6 +44,10 @@ DEFAULT_CALLBACKS: list[dict[str, Any]] = [
         "init_args": {"logging_interval": "step"},  # the lr of every parameter group, each step
     },
     {"class_path": "zoo.progress.EpochBar"},  # a rich bar in a terminal; silent in logs and CI
+    {  # confusion matrix, per-class table, predictions with Grad-CAM; the run id for a resume
+        "class_path": "zoo.dashboard.WandbDashboard",
+        "init_args": {"every_n_epochs": 5, "samples": 16},
+    },
 ]
 
 

@@ -53,7 +53,7 @@ class ZooCLI(LightningCLI):
             trainer_defaults={
                 "precision": default_precision(),
                 "max_epochs": 10,
-                "log_every_n_steps": None,  # None: about 10 points per epoch (zoo.progress.RunReport)
+                "log_every_n_steps": None,  # None: about 10 points per epoch, >= 5 steps apart (RunReport)
                 "enable_model_summary": False,  # the run header gives the size in one line
             },
             seed_everything_default=42,
@@ -184,8 +184,17 @@ class ZooCLI(LightningCLI):
         if configured is False:
             return []
         if configured is None or configured is True:
+            ckpt_path = self._cfg().get("ckpt_path")
+            wandb_id = None
+            if ckpt_path and self.subcommand in (None, "fit"):  # a resume continues its W&B run
+                wandb_id = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(
+                    "wandb_run_id"
+                )
             loggers = default_loggers(
-                self.run_dir, self.experiment, with_wandb=self.wandb and self.subcommand in (None, "fit")
+                self.run_dir,
+                self.experiment,
+                with_wandb=self.wandb and self.subcommand in (None, "fit"),
+                wandb_id=wandb_id,
             )
         else:
             loggers = _as_list(configured)
@@ -222,6 +231,14 @@ class ZooCLI(LightningCLI):
     def after_fit(self) -> None:
         ckpt = self.trainer.checkpoint_callback
         self.report.summary(self.trainer, ckpt.best_model_path if ckpt is not None else None)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                # Lightning leaves the W&B run open until the process exits: close it, so the run's log is
+                # complete now (and a resume in the same process, as a notebook does, can reopen it)
+                logger.experiment.finish()
+                import wandb
+
+                wandb.teardown()  # and stop its service: a later run in this process starts a fresh one
         for run in offline_wandb_dirs(self.run_dir):
             console.print(f"[bold]W&B[/] offline run saved in {run}; upload it with: wandb sync {run}")
 

@@ -93,16 +93,25 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not wandb_api_key_configured()
 
 
-def default_loggers(run_dir: Path, experiment: str, with_wandb: bool = True) -> list[Logger]:
-    """W&B (offline automatically without a key) + a CSV copy of every metric, both in run_dir."""
+def default_loggers(
+    run_dir: Path, experiment: str, with_wandb: bool = True, wandb_id: str | None = None
+) -> list[Logger]:
+    """W&B (offline automatically without a key) + a CSV copy of every metric, both in run_dir.
+
+    `wandb_id`: the W&B run a resumed checkpoint logged to (zoo.dashboard saves it), continued rather than
+    a new one. Online, the checkpoints are uploaded as model artifacts when training ends.
+    """
     loggers: list[Logger] = []
     if with_wandb and os.environ.get("WANDB_MODE", "").lower() != "disabled":
+        offline = wandb_offline()
         loggers.append(
             WandbLogger(
                 project=os.environ.get("WANDB_PROJECT", "zoo"),
                 name=f"{experiment}/{run_dir.name}",
                 save_dir=str(run_dir),
-                offline=wandb_offline(),
+                offline=offline,
+                log_model=not offline,
+                **({"id": wandb_id, "resume": "allow"} if wandb_id else {}),
             )
         )
     loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
