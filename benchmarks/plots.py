@@ -88,6 +88,14 @@ def main() -> None:
         bars("loop_overhead", ["zoo fit", "plain PyTorch (NCHW)", "plain PyTorch (channels_last)"],
              [lo["median_zoo"], lo["median_plain"], lo["median_plain_channels_last"]],
              "Training throughput, same CNN/data/steps", "images/s", fmt="{:.0f}")  # fmt: skip
+    if ds := load("doctor_speed"):
+        m = ds["median_images_per_s"]
+        keys = {
+            "header_hash": "zoo doctor: headers + hashes (brief)",
+            "full_decode": "zoo doctor: full decode",
+        }
+        bars("doctor_speed", list(keys.values()), [m[k] for k in keys],
+             f"zoo doctor on {ds['images']} small images (medians of {ds['rounds']})", "images/s", fmt="{:.0f}")  # fmt: skip
     if dp := load("data_pipeline"):
         m = dp["medians"]
         keys = [

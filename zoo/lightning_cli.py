@@ -83,6 +83,12 @@ class ZooCLI(LightningCLI):
         parser.add_argument(
             "--lr_find", type=bool, default=False, help="run the LR finder first and use its lr"
         )
+        parser.add_argument(
+            "--doctor",
+            type=bool,
+            default=True,
+            help="check an image folder before fitting (zoo doctor's quick pass)",
+        )
         for key in LINKED:
             parser.link_arguments(
                 "data", f"model.init_args.{key}", compute_fn=_data_config_getter(key), apply_on="instantiate"
@@ -210,6 +216,12 @@ class ZooCLI(LightningCLI):
     # --- subcommand hooks --------------------------------------------------------------------
     def before_fit(self) -> None:
         ckpt_path = self._cfg().get("ckpt_path")
+        root = getattr(self.datamodule, "root", None)
+        if self._cfg().get("doctor", True) and not ckpt_path and root is not None and Path(root).is_dir():
+            from zoo.doctor import brief
+
+            for line in brief(root):  # hashes and headers only: about 5,000 small images a second
+                console.print(f"[yellow]doctor:[/] {line}")
         if ckpt_path:
             done = (
                 torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("epoch", -1) + 1
