@@ -310,7 +310,7 @@ def print_short_help(verb: str) -> None:
 def print_help() -> None:
     print("usage: zoo <verb> [options]   (zoo <verb> --help for a verb's options)\n\nverbs:")
     for verb, text in VERBS.items():
-        print(f"  {verb:<10} {text}")
+        print(f"  {verb:<16} {text}")
 
 
 COMMANDS = {
