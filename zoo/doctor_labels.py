@@ -185,7 +185,7 @@ def issues_figure(issues: list[LabelIssue], columns: int = 4):
     """Each suspect image titled with its given label, the suggested one and the given label's score."""
     plt = _pyplot()
     rows = max(1, -(-len(issues) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.4, rows * 3.0), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.4, rows * 3.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, issue in zip(axes.flat, issues, strict=False):
@@ -197,7 +197,7 @@ def issues_figure(issues: list[LabelIssue], columns: int = 4):
             fontsize=8,
         )
     fig.suptitle("likely label errors, worst first (out-of-sample scores)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95), h_pad=1.5)  # room for the title above the three-line captions
     return fig
 
 
