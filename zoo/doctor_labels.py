@@ -28,6 +28,7 @@ from zoo.checkpoint import load_checkpoint
 from zoo.classifier import ImageClassifier
 from zoo.doctor_scan import ImageRecord
 from zoo.errors import ZooError
+from zoo.figures import pyplot, save
 from zoo.nets import CNN, MLP
 from zoo.probe import extract_features, fit_head
 
@@ -167,7 +168,7 @@ def find_label_errors(
     figure = None
     if issues and output is not None:
         output.mkdir(parents=True, exist_ok=True)
-        figure = save_figure(issues_figure(issues[:GRID]), output / "label_errors.png")
+        figure = save(issues_figure(issues[:GRID]), output / "label_errors.png")
     return {
         "checkpoint": str(checkpoint),
         "model": f"{type(model.net).__name__} ({model.family})",
@@ -183,7 +184,7 @@ def find_label_errors(
 
 def issues_figure(issues: list[LabelIssue], columns: int = 4):
     """Each suspect image titled with its given label, the suggested one and the given label's score."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, -(-len(issues) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.4, rows * 3.4), squeeze=False)
     for ax in axes.flat:
@@ -199,20 +200,3 @@ def issues_figure(issues: list[LabelIssue], columns: int = 4):
     fig.suptitle("likely label errors, worst first (out-of-sample scores)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95), h_pad=1.5)  # room for the title above the three-line captions
     return fig
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write a figure as PNG and free it."""
-    plt = _pyplot()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display here, and none needed
@@ -20,7 +20,7 @@ def _pyplot():
 
 def confusion_figure(cm: np.ndarray, class_names: list[str]):
     """Counts beside row-normalised rates (each row: where that true class's images went)."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(class_names)
     side = min(12.0, 2.5 + 0.45 * k)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
@@ -46,7 +46,7 @@ def confusion_figure(cm: np.ndarray, class_names: list[str]):
 
 def reliability_figure(calibration: dict[str, Any], title: str = "reliability"):
     """Accuracy against confidence per bin (bars), the diagonal a calibrated model would follow, and ECE."""
-    plt = _pyplot()
+    plt = pyplot()
     edges = np.asarray(calibration["bin_edges"])
     counts = np.asarray(calibration["count"])
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
@@ -75,7 +75,7 @@ def top_losses_figure(cells: list[dict[str, Any]], columns: int = 4):
         cells: dicts with "image" and "overlay" ((H, W, 3) uint8) and the top_losses entry's fields.
         columns: image pairs per row.
     """
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, -(-len(cells) // columns))
     fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.9, rows * 2.3), squeeze=False)
     for ax in axes.flat:
@@ -99,7 +99,7 @@ def top_losses_figure(cells: list[dict[str, Any]], columns: int = 4):
 
 def learning_curves_figure(metrics_csv: Path):
     """Training and validation loss, validation accuracy and the learning rate, per epoch and step."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     with open(metrics_csv) as f:
@@ -115,20 +115,15 @@ def learning_curves_figure(metrics_csv: Path):
 
     lr_keys = [k for k in (rows[0].keys() if rows else []) if k.startswith("lr-")]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for key, label in (("train/loss_epoch", "train"), ("val/loss", "val")):
-        x, y = series(key)
-        if x:
-            axes[0].plot(x, y, "o-", ms=3, label=label)
-    axes[0].set_title("loss")
-    axes[0].set_xlabel("epoch")
-    axes[0].legend()
-    for key, label in (("train/acc", "train"), ("val/acc", "val")):
-        x, y = series(key)
-        if x:
-            axes[1].plot(x, y, "o-", ms=3, label=label)
-    axes[1].set_title("accuracy")
-    axes[1].set_xlabel("epoch")
-    axes[1].legend()
+    panels = (("loss", "train/loss_epoch", "val/loss"), ("accuracy", "train/acc", "val/acc"))
+    for ax, (title, *keys) in zip(axes, panels, strict=False):
+        for key, label in zip(keys, ("train", "val"), strict=True):
+            x, y = series(key)
+            if x:
+                ax.plot(x, y, "o-", ms=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend()
     lrs = [(key, *series(key, "step")) for key in lr_keys]
     lrs = [(key, x, y) for key, x, y in lrs if x]
     top = max(lrs, key=lambda item: max(item[2]), default=None)
@@ -149,7 +144,7 @@ def learning_curves_figure(metrics_csv: Path):
 
 def save(fig, path: Path) -> Path:
     """Write a figure as PNG and free it."""
-    plt = _pyplot()
+    plt = pyplot()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -24,24 +24,28 @@ def _img(path: Path | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
 def _per_class_table(rows: list[dict[str, Any]]) -> str:
-    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-    body = "".join(
-        f"<tr><td>{html.escape(r['class'])}</td><td>{r['precision']:.3f}</td><td>{r['recall']:.3f}</td>"
-        f"<td>{r['f1']:.3f}</td><td>{r['support']}</td></tr>"
-        for r in rows
+    return _table(
+        ["class", "precision", "recall", "F1", "support"],
+        [
+            [r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"]]
+            for r in rows
+        ],
     )
-    return f"<table>{head}{body}</table>"
 
 
 def _top_losses_table(rows: list[dict[str, Any]]) -> str:
-    head = "<tr><th>file</th><th>true</th><th>p(true)</th><th>predicted</th><th>p(predicted)</th></tr>"
-    body = "".join(
-        f"<tr><td>{html.escape(r['file'] or str(r['index']))}</td><td>{html.escape(r['true'])}</td>"
-        f"<td>{r['p_true']:.3f}</td><td>{html.escape(r['predicted'])}</td><td>{r['p_predicted']:.3f}</td></tr>"
-        for r in rows
-    )
-    return f"<table>{head}{body}</table>"
+    return _table(
+        ["file", "true", "p(true)", "predicted", "p(predicted)"],
+        [[r["file"] or r["index"], r["true"], f"{r['p_true']:.3f}", r["predicted"], f"{r['p_predicted']:.3f}"]
+         for r in rows],
+    )  # fmt: skip
 
 
 def write_report(out: Path, title: str, evaluation: dict[str, Any], figures: dict[str, Path | None]) -> Path:
