@@ -17,8 +17,9 @@ from PIL import Image
 from apps.explain import METHODS, explain
 from apps.inference import Predictor
 from apps.serving import check_port_free, parser
-from datamodules.folder import VAL_NAMES, sample_root
+from datamodules.folder import sample_root
 from datamodules.images import list_images
+from datamodules.layout import VAL_NAMES
 
 PREDICTED = "predicted class"
 MAX_FILE_SIZE = "10mb"

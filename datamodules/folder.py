@@ -15,15 +15,14 @@ from datamodules.images import (
     IMG_EXTENSIONS,
     decode_side,
     infer_image_config,
-    is_image_file,
     list_images,
     load_image,
 )
+from datamodules.layout import check_not_nested_splits, class_dirs, detect_layout
 from datamodules.transforms import Augment, Interpolation
 from zoo.console import info
 from zoo.errors import ZooError
 
-VAL_NAMES = ("val", "valid", "validation")
 SAMPLE_NAME = "fashion_mnist_small"
 # Images whose headers decide an inferred image_size / channels.
 INFER_SAMPLE = 200
@@ -34,15 +33,11 @@ def sample_root() -> Path:
     return Path(str(resources.files("datamodules") / "samples" / SAMPLE_NAME))
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _scan_classes(
     folder: Path, class_names: list[str] | None = None
 ) -> tuple[list[str], dict[str, list[Path]]]:
     """Class sub-folders of `folder` and their images; errors name the empty or missing path."""
-    dirs = _class_dirs(folder)
+    dirs = class_dirs(folder)
     if not dirs:
         raise ZooError(
             f"no class sub-folders in {folder}; expected {folder}/<class_name>/<images> "
@@ -64,19 +59,6 @@ def _scan_classes(
                 f"class folder {d} has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
             )
     return names, files
-
-
-def _check_not_nested_splits(folder: Path, names: list[str]) -> None:
-    """`PATH/training/<class>/` with `PATH/testing/<class>/` would give the classes training, testing."""
-    if len(names) < 2:
-        return
-    subdirs = [{d.name for d in _class_dirs(folder / n)} for n in names]
-    direct = [any(is_image_file(p) for p in (folder / n).iterdir()) for n in names]
-    if not any(direct) and subdirs[0] and all(sub == subdirs[0] for sub in subdirs):
-        raise ZooError(
-            f"{folder} looks like split folders ({', '.join(names)}) that each hold the same class folders "
-            f"({', '.join(sorted(subdirs[0])[:5])}); rename them train/ and val/ (and test/), or pass one as --data.root"
-        )
 
 
 def _as_split(files: dict[str, list[Path]], class_names: list[str]) -> Split:
@@ -183,7 +165,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             )
         self.layout = self._detect_layout()
         names, files = _scan_classes(self.layout["train"])
-        _check_not_nested_splits(self.layout["train"], names)
+        check_not_nested_splits(self.layout["train"], names)
         self._class_names = names
         filled = self._resolve_image_config(lambda: infer_image_config(spread_sample(files)))
         if filled:
@@ -227,18 +209,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         info(f"data: {said}, from {min(len(train.items), INFER_SAMPLE)} training images")
 
     def _detect_layout(self) -> dict[str, Path]:
-        """Which sub-folders are splits: train/ + val|valid|validation/ (+ test/), or none."""
-        sub = {p.name.lower(): p for p in self.root.iterdir() if p.is_dir()}
-        if "train" not in sub:
-            return {"train": self.root}
-        layout = {"train": sub["train"]}
-        for name in VAL_NAMES:
-            if name in sub:
-                layout["val"] = sub[name]
-                break
-        if "test" in sub:
-            layout["test"] = sub["test"]
-        return layout
+        return detect_layout(self.root)
 
     @property
     def class_names(self) -> list[str]:

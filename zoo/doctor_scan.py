@@ -9,13 +9,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from datamodules.folder import ImageFolderDataModule, _check_not_nested_splits, _class_dirs
 from datamodules.images import list_images, to_array
+from datamodules.layout import check_not_nested_splits, class_dirs, detect_layout
 from zoo.errors import ZooError
 
 # Images are shrunk to this shorter side before the perceptual hash (JPEGs decode at 1/8 scale on the way).
@@ -70,13 +69,6 @@ def check_root(root: str | Path) -> Path:
     return root
 
 
-def detect_layout(root: Path) -> dict[str, Path]:
-    """The split folders `zoo fit` would use in `root` (ImageFolderDataModule's own rule, so they agree)."""
-    # _detect_layout reads only self.root; a module-level function in datamodules/folder.py would make
-    # this call direct.
-    return ImageFolderDataModule._detect_layout(SimpleNamespace(root=root))
-
-
 def list_folder(root: str | Path) -> FolderScan:
     """The images of every split and class folder of `root`, and every other file with the reason it is skipped.
 
@@ -92,7 +84,7 @@ def list_folder(root: str | Path) -> FolderScan:
     ]
     classes, images = {}, []
     for split, folder in layout.items():
-        dirs = _class_dirs(folder)
+        dirs = class_dirs(folder)
         if not dirs:
             raise ZooError(
                 f"no class sub-folders in {folder}; expected {folder}/<class_name>/<images> "
@@ -100,7 +92,7 @@ def list_folder(root: str | Path) -> FolderScan:
             )
         classes[split] = [d.name for d in dirs]
         if split == "train":
-            _check_not_nested_splits(folder, classes[split])
+            check_not_nested_splits(folder, classes[split])
         ignored += [
             (_rel(p, root), "outside the class folders")
             for p in sorted(folder.iterdir())
