@@ -28,14 +28,8 @@ def inspect_summary(offline_run: Path) -> dict:
 @pytest.mark.skipif(not WANDB.exists(), reason="the wandb command is not installed beside python")
 def test_offline_run_holds_metrics_config_media_and_a_resume_continues_it(run_zoo, image_folder, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    args = [
-        "fit",
-        "--config",
-        CONFIGS / "cnn.yaml",
-        "--data.root",
-        image_folder,
-        *FAST[2:],
-    ]  # default loggers
+    # no --trainer.logger: the default loggers, W&B (offline here) and CSV
+    args = ["fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST[2:]]  # fmt: skip
     rc, runs = run_zoo(*args, "--trainer.max_epochs", 2)
     assert rc == 0
     first = only_run_dir(runs, "cnn")
