@@ -91,3 +91,19 @@ def test_batch_size_finder_prints_and_saves_its_result(run_zoo, image_folder, ca
     saved = __import__("json").loads(next(runs.rglob("batch_size.json")).read_text())
     # nothing runs out of memory here: doubling from 2 stops at the 24 training images
     assert printed == saved["batch_size"] == 24 and saved["start"] == 2
+
+
+def test_a_nan_loss_stops_training_with_one_line(run_zoo, image_folder, capsys):
+    rc, runs = fit(run_zoo, image_folder, "--trainer.max_epochs", 3, "--model.lr", 1e6, "--model.optimizer", "sgd",
+                   "--model.scheduler", "constant")  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "the training loss became nan" in err and "lower the learning rate" in err, err[-500:]
+    assert "Traceback" not in err
+
+
+def test_albumentations_is_told_not_to_call_home():
+    import os
+
+    import zoo  # noqa: F401
+
+    assert os.environ["NO_ALBUMENTATIONS_UPDATE"] == "1"

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
 from zoo.console import console
+from zoo.errors import ZooError
 
 INTERRUPTED: list[Path] = []  # run folders stopped by Ctrl-C in this process: `zoo` then exits 130
 
@@ -95,6 +96,17 @@ class RunReport(L.Callback):
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
     ) -> None:
         self.epoch_images += len(batch[1])  # (images, labels)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss):  # one sync a step: free on CPU, ~µs on a GPU
+            last = self.run_dir / "checkpoints" / "last.ckpt"
+            saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
+            lr = getattr(pl_module, "lr", None)
+            lower = f" (e.g. --model.lr {float(lr) / 10:.2g})" if isinstance(lr, (int, float)) else ""
+            raise ZooError(
+                f"the training loss became {float(loss)} at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step}; {saved}; lower the learning rate{lower} or train in fp32 "
+                "(--trainer.precision 32-true)"
+            )
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self.train_end is None:
