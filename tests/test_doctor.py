@@ -16,7 +16,7 @@ from tests.conftest import FAST, make_folder
 from zoo.cli import main
 from zoo.doctor import brief
 from zoo.doctor_duplicates import NEAR_BITS, near_groups
-from zoo.doctor_labels import confident_issues, pre_logits
+from zoo.doctor_labels import confident_issues
 from zoo.doctor_scan import ImageRecord, read_images
 from zoo.registry import get_family
 
@@ -274,7 +274,7 @@ def test_pre_logits_are_what_the_final_linear_reads(family, args):
     model = get_family(family)(class_names=["a", "b", "c"], image_size=32, channels=3, **args).eval()
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
-        feats = pre_logits(model, images)
+        feats = model.features(images)
         head = model.net.get_classifier() if family == "timm" else model.net.head
         logits = model(images.float() / 255)
     assert feats.shape == (4, model.net.num_features)

@@ -196,6 +196,12 @@ class ImageClassifier(L.LightningModule):
         t = self.hparams.temperature
         return logits if t == 1 else logits / t  # exports trace it: a calibrated ONNX file is calibrated too
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] images (B, C, H, W) -> the features the net's final Linear reads (B, F)."""
+        x = images.float().div(255) if images.dtype == torch.uint8 else images
+        x = (x - self.mean) / self.std
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         # Loaders send uint8 (4x fewer bytes); scale on the device.

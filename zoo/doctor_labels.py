@@ -29,7 +29,6 @@ from zoo.classifier import ImageClassifier
 from zoo.doctor_scan import ImageRecord
 from zoo.errors import ZooError
 from zoo.figures import pyplot, save
-from zoo.nets import CNN, MLP
 from zoo.probe import extract_features, fit_head
 
 FOLDS = 5
@@ -51,17 +50,6 @@ class LabelIssue:
     p_suggested: float
 
 
-def pre_logits(model: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (B, C, H, W) -> the features the net's final Linear reads (B, F)."""
-    x = (images.float().div(255) - model.mean) / model.std  # as ImageClassifier.forward
-    maps = model.net.forward_features(x)
-    if isinstance(model.net, CNN):
-        return model.net.pool(maps)  # (B, C, h, w) -> (B, C); the head is Dropout + Linear
-    if isinstance(model.net, MLP):
-        return maps  # the hidden layers' output feeds the head directly
-    return model.net.forward_head(maps, pre_logits=True)  # timm's interface
-
-
 def image_features(model: ImageClassifier, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
     """(N, F) features of image files, preprocessed as the model's validation images were."""
     h = model.hparams
@@ -72,7 +60,7 @@ def image_features(model: ImageClassifier, paths: list[Path], batch_size: int = 
         decode_side(h.image_size),
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=default_num_workers())
-    feats, _ = extract_features(lambda x: pre_logits(model, x), loader, model.mean.device)
+    feats, _ = extract_features(model.features, loader, model.mean.device)
     return feats
 
 

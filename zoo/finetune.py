@@ -117,12 +117,6 @@ class TimmClassifier(ImageClassifier):
             self.linear_probe(datamodule)
         self.started = True
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or [0, 1] images (B, C, H, W) -> the backbone's pooled features (B, F)."""
-        x = images.float().div(255) if images.dtype == torch.uint8 else images
-        x = (x - self.mean) / self.std
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
-
     def linear_probe(self, datamodule: L.LightningDataModule) -> None:
         """Fit the head on cached features of the training images (no augmentation); log its val acc."""
         h = self.hparams

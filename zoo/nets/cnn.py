@@ -69,8 +69,10 @@ class CNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)  # (B, C, H, W) -> (B, channels[-1], H / 2**len(channels), ...)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(x))  # (B, C', h, w) -> (B, num_classes)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, C', h, w) -> (B, num_classes); `pre_logits`: the pooled (B, C') the classifier reads (timm's API)."""
+        x = self.pool(x)
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

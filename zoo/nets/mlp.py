@@ -48,8 +48,9 @@ class MLP(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, C, H, W) -> (B, num_features)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, num_features) -> (B, num_classes); `pre_logits`: the features themselves (timm's API)."""
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
