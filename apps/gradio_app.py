@@ -20,6 +20,7 @@ from apps.serving import check_port_free, parser
 from datamodules.folder import sample_root
 from datamodules.images import list_images
 from datamodules.layout import VAL_NAMES
+from zoo.runs import run_config_of
 
 PREDICTED = "predicted class"
 MAX_FILE_SIZE = "10mb"
@@ -28,10 +29,11 @@ DISPLAY_SIDE = 384
 
 def example_images(predictor: Predictor, per_model: int = 6) -> list[str]:
     """A few validation images of the checkpoint's own run when they can be found, else the bundled sample."""
-    run_dir = predictor.path.parent.parent  # runs/<experiment>/<version>/checkpoints/x.ckpt
+    config_path = run_config_of(predictor.path)  # runs/<experiment>/<version>/config.yaml
+    run_dir = config_path.parent
     found: list[Path] = []
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config = yaml.safe_load(config_path.read_text())
         root = Path(config["data"]["init_args"]["root"])
         split_list = run_dir / "splits" / "val.txt"
         if split_list.is_file():

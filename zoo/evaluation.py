@@ -14,6 +14,7 @@ import yaml
 
 from zoo.classifier import ImageClassifier
 from zoo.errors import ZooError
+from zoo.runs import run_config_of, run_dir_of
 
 ECE_BINS = 15  # as the test/ece metric (torchmetrics' MulticlassCalibrationError, n_bins=15, L1)
 
@@ -30,7 +31,7 @@ class Predictions:
 
 def run_data_config(checkpoint: Path) -> dict[str, Any] | None:
     """The `data` section of the config.yaml of the run a checkpoint comes from (RUN/checkpoints/x.ckpt)."""
-    config = checkpoint.resolve().parent.parent / "config.yaml"
+    config = run_config_of(checkpoint)
     if not config.is_file():
         return None
     return (yaml.safe_load(config.read_text()) or {}).get("data")
@@ -186,9 +187,7 @@ def evaluate(
             f"--checkpoint {checkpoint} not found; pass a .ckpt from runs/<experiment>/<version>/checkpoints/"
         )
     model = load_checkpoint(checkpoint)
-    run_dir = (
-        checkpoint.resolve().parent.parent if checkpoint.resolve().parent.name == "checkpoints" else None
-    )
+    run_dir = run_dir_of(checkpoint)
     report_dir = output  # --output: everything goes there; else the report goes into the run folder
     output = output or (
         (run_dir / "evaluate" / split) if run_dir else checkpoint.with_name(f"{checkpoint.stem}_{split}")

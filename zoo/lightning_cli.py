@@ -27,6 +27,8 @@ from zoo.runs import (
     latest_checkpoint,
     new_run_dir,
     offline_wandb_dirs,
+    run_config_of,
+    run_dir_of,
     wandb_offline,
 )
 from zoo.weights import check_weights_path
@@ -44,6 +46,7 @@ class ZooCLI(LightningCLI):
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.run_dir: Path | None = None
+        self._resume: dict[str, Any] | None = None
         self.wandb = wandb  # `zoo lr-find` logs nothing worth a W&B run
         super().__init__(
             model_class=ImageClassifier,
@@ -132,14 +135,10 @@ class ZooCLI(LightningCLI):
         if weights and not ckpt_path and self.subcommand in (None, "fit", "lr-find"):
             check_weights_path(weights)  # read when fitting starts; a typo should fail now, not minutes later
         experiment = cfg.experiment or _family_of(cfg.model.class_path)
-        ckpt_run = Path(ckpt_path).resolve().parent if ckpt_path else None
-        if (
-            self.subcommand in ("validate", "test")
-            and ckpt_run is not None
-            and ckpt_run.name == "checkpoints"
-        ):
+        evaluated = run_dir_of(ckpt_path) if ckpt_path and self.subcommand in ("validate", "test") else None
+        if evaluated is not None:
             # An evaluation is filed with the run it evaluates: RUN/test/version_N, not a new run.
-            self.run_dir = new_run_dir(ckpt_run.parent, self.subcommand)
+            self.run_dir = new_run_dir(evaluated, self.subcommand)
         else:
             self.run_dir = new_run_dir(cfg.runs_dir, experiment)
         self.experiment = experiment
@@ -193,9 +192,7 @@ class ZooCLI(LightningCLI):
             ckpt_path = self._cfg().get("ckpt_path")
             wandb_id = None
             if ckpt_path and self.subcommand in (None, "fit"):  # a resume continues its W&B run
-                wandb_id = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(
-                    "wandb_run_id"
-                )
+                wandb_id = self._resumed().get("wandb_run_id")
             loggers = default_loggers(
                 self.run_dir,
                 self.experiment,
@@ -213,6 +210,12 @@ class ZooCLI(LightningCLI):
                 getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         return loggers
 
+    def _resumed(self) -> dict[str, Any]:
+        """The top level of the checkpoint a fit resumes (mmap: tensors stay on disk), read once for its uses."""
+        if self._resume is None:
+            self._resume = torch.load(self._cfg().ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        return self._resume
+
     # --- subcommand hooks --------------------------------------------------------------------
     def before_fit(self) -> None:
         ckpt_path = self._cfg().get("ckpt_path")
@@ -223,9 +226,7 @@ class ZooCLI(LightningCLI):
             for line in brief(root):  # hashes and headers only: about 5,000 small images a second
                 console.print(f"[yellow]doctor:[/] {line}")
         if ckpt_path:
-            done = (
-                torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("epoch", -1) + 1
-            )
+            done = self._resumed().get("epoch", -1) + 1
             max_epochs = self.trainer.max_epochs
             if max_epochs is not None and max_epochs != -1 and done >= max_epochs:
                 raise ZooError(
@@ -338,7 +339,7 @@ def _run_config_of_checkpoint(args: list[str]) -> list[str]:
     ckpt = ckpt or next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
     if ckpt is None or ckpt in ("last", "best") or not Path(ckpt).is_file():
         return []  # no checkpoint yet: the parser or before_instantiate_classes says what is missing
-    config = Path(ckpt).resolve().parent.parent / "config.yaml"  # RUN/checkpoints/x.ckpt -> RUN/config.yaml
+    config = run_config_of(ckpt)
     if not config.is_file():
         raise ZooError(
             f"no config.yaml in the run folder of {ckpt}; pass the data and model settings with "

@@ -61,6 +61,17 @@ def new_run_dir(runs_dir: str | Path, experiment: str) -> Path:
             version += 1
 
 
+def run_dir_of(checkpoint: str | Path) -> Path | None:
+    """RUN for a checkpoint zoo saved as RUN/checkpoints/x.ckpt; None for one kept anywhere else."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else None
+
+
+def run_config_of(checkpoint: str | Path) -> Path:
+    """RUN/config.yaml for RUN/checkpoints/x.ckpt: the settings the checkpoint was trained with (may be absent)."""
+    return Path(checkpoint).resolve().parent.parent / "config.yaml"
+
+
 def latest_checkpoint(runs_dir: str | Path, experiment: str) -> Path:
     """runs_dir/experiment/version_N/checkpoints/last.ckpt of the highest N that has one."""
     parent = Path(runs_dir) / experiment
