@@ -11,7 +11,7 @@ import torch
 import yaml
 from lightning.pytorch.loggers import WandbLogger
 
-from zoo.evaluation import confusion
+from zoo.evaluation import confusion, per_class
 
 
 def wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
@@ -84,11 +84,8 @@ class WandbDashboard(L.Callback):
         names = list(pl_module.hparams.class_names)
         preds, labels = torch.cat(self.preds).numpy(), torch.cat(self.labels).numpy()
         cm = confusion(labels, preds, len(names))
-        tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-        per_class = wandb.Table(columns=["class", "precision", "recall", "f1", "support"])
-        for i, name in enumerate(names):
-            p, r = tp[i] / max(predicted[i], 1), tp[i] / max(support[i], 1)
-            per_class.add_data(name, p, r, 2 * p * r / (p + r) if p + r else 0.0, int(support[i]))
+        columns = ["class", "precision", "recall", "f1", "support"]
+        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in per_class(cm, names)])
         samples = wandb.Table(columns=["image", "grad_cam", "true", "predicted", "score"])
         pictures = []  # the same as plain images: these are saved in the run folder, offline too
         was_training = pl_module.training
@@ -105,7 +102,7 @@ class WandbDashboard(L.Callback):
         pl_module.train(was_training)
         limit = 50  # a W&B confusion chart of more classes is unreadable, and large
         media: dict[str, Any] = {
-            "val/per_class": per_class,
+            "val/per_class": table,
             "val/predictions": samples,
             "val/grad_cam": pictures,
         }

@@ -94,6 +94,25 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.nda
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
+def per_class(cm: np.ndarray, class_names: list[str]) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (rows true, columns predicted)."""
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1)
+    precision = tp / np.maximum(cm.sum(axis=0), 1)
+    recall = tp / np.maximum(support, 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return [
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    ]
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
     """Confidence against accuracy in equal-width bins, and the expected calibration error (L1).
 
@@ -122,11 +141,7 @@ def metrics(pred: Predictions, class_names: list[str], top_losses: int = 16) -> 
     k = len(class_names)
     predicted = pred.probs.argmax(axis=1)
     cm = confusion(pred.labels, predicted, k)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1)
-    precision = tp / np.maximum(cm.sum(axis=0), 1)
-    recall = tp / np.maximum(support, 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    rows = per_class(cm, class_names)
     ranks = (-pred.probs).argsort(axis=1)
     top5 = float(np.mean([label in row[:5] for row, label in zip(ranks, pred.labels, strict=True)]))
     p_true = pred.probs[np.arange(len(pred.labels)), pred.labels]
@@ -136,17 +151,8 @@ def metrics(pred: Predictions, class_names: list[str], top_losses: int = 16) -> 
         "images": len(pred.labels),
         "accuracy": float(np.mean(predicted == pred.labels)),
         "top5_accuracy": top5 if k >= 6 else None,
-        "macro_f1": float(f1.mean()),
-        "per_class": [
-            {
-                "class": name,
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(class_names)
-        ],
+        "macro_f1": float(np.mean([r["f1"] for r in rows])),
+        "per_class": rows,
         "confusion": cm.tolist(),
         "calibration": reliability(pred.probs, pred.labels),
         "top_losses": [
