@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,23 +143,129 @@ def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def write_predictions(rows: Iterable[dict[str, Any]], output: Path | None, stream=None) -> tuple[int, int]:
-    """JSON lines to `stream` (stdout) or to a .jsonl/.csv file.
+CSV_HEADER = ["path", "label", "score", "topk", "error"]
+
+
+@dataclass
+class EarlierRun:
+    """What an earlier `zoo predict --output FILE` left in FILE, read to resume it."""
+
+    file: Path
+    kept: list[str] = field(default_factory=list)  # raw lines to keep, newline included (csv: header first)
+    done: set[str] = field(default_factory=set)  # absolute paths predicted without error
+    labels: set[str] = field(default_factory=set)
+    top_k: set[int] = field(default_factory=set)
+    retried: int = 0  # error rows dropped, so that their files are tried again
+    partial: bool = False  # a half-written last line (the run was killed mid-write), dropped
+    rewrite: bool = False  # FILE holds more than `kept`: it is rewritten to `kept` before appending
+
+    def is_done(self, path: Path) -> bool:
+        return os.path.abspath(path) in self.done
+
+    def check_model(self, class_names: list[str], top_k: int) -> None:
+        """Refuse to append rows of another model to FILE, as far as its rows can tell."""
+        foreign = sorted(self.labels - set(class_names))
+        other_k = sorted(self.top_k - {min(top_k, len(class_names))})
+        if foreign or other_k:
+            why = (
+                f"labels {', '.join(foreign[:3])} are not this model's"
+                if foreign
+                else f"--top-k {other_k[0]}"
+            )
+            raise ZooError(
+                f"cannot resume {self.file}: its rows come from another model or --top-k ({why}); "
+                "pass --overwrite to start over or choose another --output"
+            )
+
+
+def read_predictions(output: Path) -> EarlierRun:
+    """Read an earlier .jsonl/.csv --output: its predictions are kept; its error rows and a half-written
+    last line are dropped, so that those files are predicted again and each path stays in FILE once.
+
+    Raises:
+        ZooError: a complete line that is not a zoo prediction row (zoo leaves such a file alone).
+    """
+    data = output.read_bytes()
+    tail = data.rpartition(b"\n")[2]  # after the last newline: a line cut off mid-write
+    earlier = EarlierRun(output, partial=bool(tail), rewrite=bool(tail))
+    try:
+        text = data[: len(data) - len(tail)].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ZooError(
+            f"{output} is not a zoo predictions file (not UTF-8); choose another --output"
+        ) from None
+    # split("\n"), not splitlines(): a path may hold other line separators (json.dumps keeps U+2028).
+    lines = [line + "\n" for line in text.split("\n")[:-1]]
+    is_csv = output.suffix == ".csv"
+    if is_csv and lines:
+        if next(csv.reader(lines[:1])) != CSV_HEADER:
+            raise ZooError(f"{output} is not a zoo predictions file (header); choose another --output")
+        earlier.kept.append(lines.pop(0))
+    for number, line in enumerate(lines, start=2 if is_csv else 1):
+        row = _parse_row(line, is_csv)
+        if row is None:
+            raise ZooError(
+                f"{output} line {number} is not a zoo prediction; pass --overwrite or choose another --output"
+            )
+        if "error" in row:
+            earlier.retried += 1
+            earlier.rewrite = True
+            continue
+        earlier.kept.append(line)
+        earlier.done.add(os.path.abspath(row["path"]))
+        earlier.labels.add(row["label"])
+        earlier.top_k.add(len(row["topk"]))
+    return earlier
+
+
+def _parse_row(line: str, is_csv: bool) -> dict[str, Any] | None:
+    """One line of a predictions file as write_predictions wrote it, or None."""
+    try:
+        if is_csv:
+            fields = next(csv.reader([line]))
+            if len(fields) != len(CSV_HEADER):
+                return None
+            row = dict(zip(CSV_HEADER, fields, strict=True))
+            if row["error"]:
+                return {"path": row["path"], "error": row["error"]}
+            row = {"path": row["path"], "label": row["label"], "topk": json.loads(row["topk"])}
+        else:
+            row = json.loads(line)
+    except (ValueError, csv.Error):
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("path"), str)
+    ok = ok and ("error" in row or (isinstance(row.get("label"), str) and isinstance(row.get("topk"), list)))
+    return row if ok else None
+
+
+def write_predictions(
+    rows: Iterable[dict[str, Any]], output: Path | None, stream=None, earlier: EarlierRun | None = None
+) -> tuple[int, int]:
+    """JSON lines to `stream` (stdout) or to a .jsonl/.csv file, one line flushed per row so that a
+    killed run keeps every row it wrote.
+
+    Args:
+        earlier: resume `output`: rewrite it to the rows kept (when it held more), then append.
 
     Returns:
         (images predicted, files that failed).
     """
-    import csv
     import sys
 
     done = failed = 0
     stream = stream or sys.stdout
-    handle = open(output, "w", newline="", encoding="utf-8") if output else stream  # noqa: SIM115 - closed below
+    if output and earlier and earlier.rewrite:
+        # Written beside it and renamed over it: a kill here leaves the old file or the new one, whole.
+        staging = output.with_name(f"{output.name}.tmp")
+        staging.write_text("".join(earlier.kept), encoding="utf-8", newline="")
+        os.replace(staging, output)
+    handle = open(output, "a" if earlier else "w", newline="", encoding="utf-8") if output else stream  # noqa: SIM115 - closed below
     try:
         writer = None
         if output and output.suffix == ".csv":
             writer = csv.writer(handle)
-            writer.writerow(["path", "label", "score", "topk", "error"])
+            if not (earlier and earlier.kept):
+                writer.writerow(CSV_HEADER)
         for row in rows:
             failed += "error" in row
             done += "error" not in row
@@ -167,7 +276,7 @@ def write_predictions(rows: Iterable[dict[str, Any]], output: Path | None, strea
                 )
             else:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                handle.flush()
+            handle.flush()
     finally:
         if output:
             handle.close()

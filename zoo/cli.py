@@ -57,8 +57,11 @@ def batch_size_main(args: list[str]) -> None:
 
 
 def predict_main(args: list[str]) -> int:
-    """`zoo predict`: exit 0 when every file was predicted, 1 when some could not be read."""
-    from apps.inference import Predictor, expand_paths, write_predictions
+    """`zoo predict`: exit 0 when every file was predicted, 1 when some could not be read.
+
+    An existing --output is resumed: the files it already predicted are skipped, the rest appended.
+    """
+    from apps.inference import Predictor, expand_paths, read_predictions, write_predictions
 
     p = VerbParser(prog="zoo predict", description=VERBS["predict"])
     p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
@@ -67,20 +70,39 @@ def predict_main(args: list[str]) -> int:
     )
     p.add_argument("--top-k", type=positive_int, default=5, help="how many classes to list per image")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--output", type=Path, help="write a .jsonl or .csv file instead of printing JSON lines")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="write a .jsonl or .csv file instead of printing JSON lines; an existing one is resumed",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start --output over instead of resuming it")
     p.add_argument("--tta", action="store_true", help="average each image's scores with its mirror image's")
     a = p.parse_args(args)
+    earlier = None
     if a.output:
         if a.output.suffix not in (".jsonl", ".csv"):
             raise ZooError(f"--output {a.output}: use a .jsonl or .csv file name")
-        check_output(a.output, a.overwrite)
+        a.output = check_output(a.output, overwrite=True)  # only a folder or an unwritable place is refused
+        if a.output.is_file() and not a.overwrite:
+            earlier = read_predictions(a.output)
     paths = expand_paths(a.paths)
     if not paths:
         raise ZooError(f"no images found in {' '.join(a.paths)}")
     predictor = Predictor(a.checkpoint, tta=a.tta)
+    if earlier:
+        earlier.check_model(predictor.class_names, a.top_k)
+        todo = [path for path in paths if not earlier.is_done(path)]
+        # Rows carry no checkpoint: name the one used, so a mix-up is visible.
+        console.print(
+            f"resuming {a.output}: {len(paths) - len(todo)} already predicted, {len(todo)} to go"
+            + (f" ({earlier.retried} earlier error(s) retried)" if earlier.retried else "")
+            + (" (a half-written last line dropped)" if earlier.partial else "")
+            + f"; predicting with {a.checkpoint} (--overwrite starts over)"
+        )
+        paths = todo
     try:
-        done, failed = write_predictions(predictor.predict_files(paths, a.top_k, a.batch_size), a.output)
+        rows = predictor.predict_files(paths, a.top_k, a.batch_size)
+        done, failed = write_predictions(rows, a.output, earlier=earlier)
     except OSError as err:  # --output in a folder zoo may not write, or a full disk
         if err.filename is None or a.output is None or Path(err.filename) != a.output:
             raise
@@ -89,6 +111,11 @@ def predict_main(args: list[str]) -> int:
         console.print(
             f"predicted {done} image(s){f', {failed} failed' if failed else ''}"
             + (f" -> {a.output}" if a.output else "")
+            + (
+                " (their error rows are retried when the same command runs again)"
+                if a.output and failed
+                else ""
+            )
         )
     return 1 if failed else 0
 
