@@ -71,3 +71,24 @@ class FlipProbe(L.Callback):
         transform = trainer.train_dataloader.dataset.transform
         with open(self.out, "w") as f:
             json.dump({"hflip": any(isinstance(t, A.HorizontalFlip) for t in transform.transforms)}, f)
+
+
+class HangAt(L.Callback):
+    """At the given epoch and batch, writes `marker` and waits, so a test can signal the run mid-epoch.
+
+    It waits until SIGTERM reaches the trainer (Lightning then stops at the next batch boundary) or for
+    10 minutes, which a SIGKILL cuts short.
+    """
+
+    def __init__(self, marker: str, epoch: int, batch: int) -> None:
+        self.marker, self.epoch, self.batch = marker, epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import time
+            from pathlib import Path
+
+            Path(self.marker).write_text(str(trainer.global_step))
+            end = time.monotonic() + 600
+            while not trainer.received_sigterm and time.monotonic() < end:
+                time.sleep(0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import sys
 import warnings
@@ -407,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]zoo: error:[/] {user_error}")
         return 2
     except SystemExit as exit_:  # argparse/jsonargparse exit after --help; Lightning after Ctrl-C
-        if _interrupted():
-            return 130  # the shell's code for Ctrl-C; zoo.progress saved last.ckpt and printed the resume
+        if _interrupted():  # Ctrl-C or SIGTERM in a fit: zoo.progress saved last.ckpt and printed the resume
+            return _interrupted()
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except KeyboardInterrupt:
         console.print("\n[bold yellow]interrupted[/]")
@@ -419,9 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _interrupted() -> bool:
+def _interrupted() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM stopped a fit in this process; else 0."""
     progress = sys.modules.get("zoo.progress")
-    return bool(progress and progress.INTERRUPTED)
+    return progress.INTERRUPTED[-1] if progress and progress.INTERRUPTED else 0
 
 
 def _quiet() -> None:
@@ -462,6 +464,9 @@ def _find_user_error(err: BaseException | None) -> ZooError | None:
             "You selected an invalid"
         ):  # accelerator, strategy
             return ZooError(f"{err} (a --trainer.* setting)")
+        fault = _machine_fault(err)
+        if fault is not None:
+            return fault
         if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):
             first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), "")
             return ZooError(
@@ -470,6 +475,44 @@ def _find_user_error(err: BaseException | None) -> ZooError | None:
             )
         seen.add(id(err))
         err = err.__cause__ or err.__context__
+    return None
+
+
+# import name -> pip name, where they differ
+PIP_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "skimage": "scikit-image", "cv2": "opencv-python-headless"}
+OWN_PACKAGES = {"zoo", "apps", "datamodules", "tests"}
+
+
+def _machine_fault(err: BaseException) -> ZooError | None:
+    """One line for what the machine lacks (memory, disk, permission, a package), with what to do."""
+    text = str(err)
+    if isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError)
+        and (
+            "out of memory" in text.lower()
+            or "can't allocate memory" in text
+            or "OutOfMemory" in type(err).__name__
+        )
+    ):
+        first = text.strip().splitlines()[0][:160] if text.strip() else type(err).__name__
+        return ZooError(
+            f"out of memory ({first}); try a smaller --data.batch_size (with --trainer.accumulate_grad_batches "
+            "to keep the effective batch), --trainer.precision bf16-mixed, or a smaller --data.image_size"
+        )
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" writing {err.filename}" if err.filename else ""
+        return ZooError(f"disk full{where}; free some space, or point --runs_dir / --output at a larger disk")
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and err.filename:
+        return ZooError(
+            f"{(err.strerror or 'permission denied').lower()}: {err.filename}; fix its permissions, or choose another "
+            "--runs_dir / --output"
+        )
+    if isinstance(err, ModuleNotFoundError) and err.name and err.name.split(".")[0] not in OWN_PACKAGES:
+        top = err.name.split(".")[0]
+        pip = PIP_NAMES.get(top, top.replace("_", "-"))
+        return ZooError(
+            f"this needs the Python package {top!r}, which is not installed here: pip install {pip}"
+        )
     return None
 
 

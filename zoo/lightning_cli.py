@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from datamodules import ImageClassificationDataModule
 from zoo.callbacks import DEFAULT_CALLBACKS, RUN_DIR, switched_off, with_run_dir
+from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.classifier import ImageClassifier
 from zoo.console import console
 from zoo.errors import ZooError
@@ -180,6 +182,8 @@ class ZooCLI(LightningCLI):
             callbacks.append(self.report)
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO is kept
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # why: zoo/checkpoint_io.py
         if self.subcommand in ("validate", "test") and not loggers:
             # Nothing is logged, so a config.yaml alone would leave a folder that records nothing.
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]

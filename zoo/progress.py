@@ -15,11 +15,14 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.console import console
 from zoo.errors import ZooError
 
-INTERRUPTED: list[Path] = []  # run folders stopped by Ctrl-C in this process: `zoo` then exits 130
+# Exit codes of runs stopped in this process: 130 after Ctrl-C, 143 after SIGTERM (`docker stop`, a preempted
+# cloud machine, Kubernetes), as the shell reports a process those signals end.
+INTERRUPTED: list[int] = []
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -153,23 +156,26 @@ class RunReport(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if not isinstance(exception, KeyboardInterrupt):
+        # Lightning turns SIGTERM into SIGTERMException at the next batch boundary, so it is handled as Ctrl-C is
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
-        INTERRUPTED.append(self.run_dir)
+        INTERRUPTED.append(143 if isinstance(exception, SIGTERMException) else 130)
+        what = "stopped by SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
+
         last = self.run_dir / "checkpoints" / "last.ckpt"
         if trainer.global_step > 0:
             # Lightning's loops record the batch reached, so the resumed run continues from here.
             trainer.save_checkpoint(last, weights_only=False)
             console.print(
-                f"\n[bold yellow]interrupted[/] in epoch {trainer.current_epoch + 1}, step "
+                f"\n[bold yellow]{what}[/] in epoch {trainer.current_epoch + 1}, step "
                 f"{trainer.global_step}; saved {last} (a resumed run finishes this epoch on freshly "
                 "shuffled batches)"
             )
             console.print(f"resume with: {self.resume_command(last)}")
         elif last.is_file():
-            console.print(f"\n[bold yellow]interrupted[/]; resume with: {self.resume_command(last)}")
+            console.print(f"\n[bold yellow]{what}[/]; resume with: {self.resume_command(last)}")
         else:
-            console.print("\n[bold yellow]interrupted[/] before the first training step; nothing to resume")
+            console.print(f"\n[bold yellow]{what}[/] before the first training step; nothing to resume")
 
     def resume_command(self, ckpt: Path) -> str:
         config = f" --config {self.config_path}" if self.config_path else ""
