@@ -53,3 +53,14 @@ def test_ckpt_path_last_resumes_the_latest_run_of_the_experiment(run_zoo, image_
     assert (
         resumed["epoch"] == 1 and resumed["global_step"] == 2 * first["global_step"]
     )  # continued, not restarted
+
+
+def test_deterministic_flag_gives_identical_metrics(run_zoo, image_folder):
+    """`--trainer.deterministic true` (torch.use_deterministic_algorithms) with one seed: every logged value."""
+    args = ["fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST, "--trainer.max_epochs", 2,
+            "--data.batch_size", 8, "--trainer.logger", "CSVLogger", "--trainer.deterministic", "true"]  # fmt: skip
+    for _ in range(2):
+        assert run_zoo(*args)[0] == 0
+    first, again = ((r / "metrics.csv").read_text() for r in sorted(Path("runs/cnn").glob("version_*")))
+    assert "val/acc" in first and len(first.splitlines()) > 4
+    assert first == again  # losses, accuracies, learning rates: byte for byte
