@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import onnx
 import onnxruntime as ort
@@ -33,12 +34,19 @@ def test_onnx_export_has_metadata_a_dynamic_batch_and_matches_pytorch(trained_ck
         assert abs(session.run(None, {"image": x.numpy()})[0] - expected).max() <= 1e-4
 
 
-def test_torchscript_export_round_trips(trained_ckpt, tmp_path):
+def test_torchscript_export_round_trips_with_one_deprecation_note(trained_ckpt, tmp_path, capsys):
     out = tmp_path / "m.pt"
-    assert (
-        main(["export", "--checkpoint", str(trained_ckpt), "--format", "torchscript", "--output", str(out)])
-        == 0
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert (
+            main(
+                ["export", "--checkpoint", str(trained_ckpt), "--format", "torchscript", "--output", str(out)]
+            )
+            == 0
+        )
+    err = capsys.readouterr().err
+    assert err.count("PyTorch deprecates TorchScript") == 1 and "--format onnx" in err
+    assert not [w for w in caught if "torch.jit" in str(w.message)]  # the note replaces torch's own warnings
     files = {"zoo.json": ""}
     scripted = torch.jit.load(str(out), _extra_files=files)
     assert json.loads(files["zoo.json"])["class_names"] == ["cat", "dog", "owl"]

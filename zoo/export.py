@@ -12,6 +12,7 @@ from torch import nn
 
 from zoo.checkpoint import model_card
 from zoo.classifier import ImageClassifier
+from zoo.console import info
 from zoo.errors import ZooError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
@@ -19,6 +20,10 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 # scale (a fine-tuned EfficientNet-Lite0 differs by 3.7e-4 at logits near 10). Allowed: 1e-4 plus
 # 1e-4 of the largest |logit|, and the same top-1 class for every image.
 ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-4
+TORCHSCRIPT_NOTE = (
+    "note: PyTorch deprecates TorchScript (torch.jit); this file still loads with torch.jit.load, "
+    "but --format onnx is the export to build on"
+)
 
 
 class InferenceModule(nn.Module):
@@ -69,10 +74,7 @@ def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
     if fmt == "onnx":
         _export_onnx(module, example, output, card, check_images(model))
     elif fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; it still runs
-            traced = torch.jit.trace(module, example)
-        torch.jit.save(traced, str(output), _extra_files={"zoo.json": json.dumps(card)})
+        _export_torchscript(module, example, output, card)
     else:
         from safetensors.torch import save_file
 
@@ -80,6 +82,15 @@ def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
         save_file(state, str(output), metadata={"zoo": json.dumps(card)})
     Path(f"{output}.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
+
+
+def _export_torchscript(module: nn.Module, example: torch.Tensor, output: Path, card: dict) -> None:
+    info(TORCHSCRIPT_NOTE)
+    with warnings.catch_warnings():
+        # torch.jit.trace and torch.jit.save each warn (FutureWarning, torch 2.14): the note above says it once.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(module, example)
+        torch.jit.save(traced, str(output), _extra_files={"zoo.json": json.dumps(card)})
 
 
 def _export_onnx(
