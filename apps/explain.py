@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,84 +38,154 @@ class Explanation:
     note: str  # one sentence for the UI
 
 
-def target_layer(model: ImageClassifier) -> nn.Module | None:
-    """The conv layer to explain, chosen for every net zoo builds; None when there is none (MLP, ViT)."""
+def _channels_first(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def cam_layer(model: ImageClassifier) -> tuple[nn.Module, Callable | None] | None:
+    """The layer to explain and the reshape that makes its output (B, C, H, W); None when there is none.
+
+    zoo's CNN names its layer. A timm net's last stage (`feature_info`) is used when its output is a
+    4-D map: (B, C, H, W), or channels last (B, H, W, C) as in Swin, which is permuted for
+    pytorch-grad-cam (read as (B, C, H, W) it would average over the wrong axes). Token outputs
+    (B, N, C) (ViT) and nets without stages (MLP) get None: saliency instead.
+    """
     net = model.net
     if hasattr(net, "cam_layer"):  # zoo's CNN
-        return net.cam_layer
+        return net.cam_layer, None
     info = getattr(net, "feature_info", None)  # timm nets list their stages
-    if info:
-        last = info[-1] if isinstance(info, list) else info.info[-1]
-        layer = net.get_submodule(last["module"])
-        with torch.no_grad():  # only maps shaped (B, C, H, W) make a CAM without a reshape
-            shapes = []
-            hook = layer.register_forward_hook(lambda m, i, o: shapes.append(o.shape))
-            size = model.hparams.image_size
-            net.eval()(torch.zeros(1, model.hparams.channels, size, size, device=model.mean.device))
-            hook.remove()
-        return layer if len(shapes[0]) == 4 else None
-    return None
+    if not info:
+        return None
+    last = info[-1] if isinstance(info, list) else info.info[-1]
+    layer = net.get_submodule(last["module"])
+    shape = _output_shape(model, layer)
+    if len(shape) != 4:
+        return None
+    channels = last["num_chs"]
+    if getattr(net, "output_fmt", None) == "NHWC" or (shape[1] != channels and shape[-1] == channels):
+        return layer, _channels_first
+    return layer, None
+
+
+def target_layer(model: ImageClassifier) -> nn.Module | None:
+    """The layer a CAM is computed on (see `cam_layer`); None when the model gets saliency."""
+    found = cam_layer(model)
+    return found[0] if found else None
+
+
+def _output_shape(model: ImageClassifier, layer: nn.Module) -> torch.Size:
+    """`layer`'s output shape for one blank image; the model is left in the mode it was in."""
+    shapes = []
+    was_training = model.training
+    hook = layer.register_forward_hook(lambda m, i, o: shapes.append(o.shape))
+    try:
+        size, dtype = model.hparams.image_size, model.mean.dtype
+        with torch.no_grad():
+            model.eval()(
+                torch.zeros(1, model.hparams.channels, size, size, device=model.mean.device, dtype=dtype)
+            )
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return shapes[0]
+
+
+class Explainer:
+    """Explanations computed on a private float32 copy of a model, one at a time.
+
+    The CAM's hooks, the gradients and the float32 weights live on the copy, so the model it was
+    built from (shared with concurrent predictions, or training in bf16) is never touched. Build one
+    per model and reuse it: the copy costs the model's memory once.
+
+    Args:
+        model: a zoo model, in any precision or mode.
+    """
+
+    def __init__(self, model: ImageClassifier) -> None:
+        self.model = copy.deepcopy(model).float().eval()
+        for p in self.model.parameters():  # backward stops at the image or the cut layer: no .grad anywhere
+            p.requires_grad_(False)
+            p.grad = None
+        self.layer = cam_layer(self.model)
+        self.has_stages = hasattr(self.model.net, "feature_info")
+        self.lock = threading.Lock()  # one CAM's hooks at a time on the copy
+
+    def __call__(
+        self, image: torch.Tensor, method: str = "GradCAM", class_index: int | None = None
+    ) -> Explanation:
+        """Explain one prediction.
+
+        Args:
+            image: (C, H, W) in [0, 1], preprocessed as for prediction.
+            method: one of METHODS; ignored for nets without a feature map, which get saliency.
+            class_index: the class to explain; None = the predicted class.
+        """
+        if self.layer is not None and method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        image = image.float()
+        x = image[None].to(self.model.mean.device)  # (1, C, H, W)
+        with self.lock, torch.autocast(x.device.type, enabled=False), torch.enable_grad():
+            if self.layer is None:
+                with torch.no_grad():
+                    index = int(self.model(x).argmax(dim=-1)) if class_index is None else int(class_index)
+                heatmap = _saliency(self.model, x, index)
+                used, note = (
+                    SALIENCY,
+                    (
+                        "This model's last stage gives no (C, H, W) feature map (e.g. ViT tokens): showing "
+                        "input-gradient saliency instead of a CAM."
+                        if self.has_stages
+                        else "This model has no conv layers: showing input-gradient saliency instead of a CAM."
+                    ),
+                )
+            else:
+                layer, reshape = self.layer
+                heatmap, index = _cam(self.model, layer, reshape, METHODS[method], x, class_index)
+                used, note = method, f"{method} on {_layer_name(self.model, layer)}."
+        rgb = image.permute(1, 2, 0).cpu().numpy().astype(np.float32)  # (H, W, C)
+        if rgb.shape[-1] == 1:
+            rgb = np.repeat(rgb, 3, axis=-1)
+        overlay = show_cam_on_image(rgb, heatmap.astype(np.float32), use_rgb=True)
+        return Explanation(heatmap, overlay, index, used, note)
 
 
 def explain(
     model: ImageClassifier, image: torch.Tensor, method: str = "GradCAM", class_index: int | None = None
 ) -> Explanation:
-    """Explain one prediction.
+    """Explain one prediction on a copy of `model` (left untouched); see `Explainer`, to reuse the copy.
 
     Args:
         model: a zoo model (computed in float32 whatever precision it was trained in).
         image: (C, H, W) in [0, 1], preprocessed as for prediction.
-        method: one of METHODS; ignored for nets without conv layers, which get saliency.
+        method: one of METHODS; ignored for nets without a feature map, which get saliency.
         class_index: the class to explain; None = the predicted class.
     """
-    model = model.float().eval()
-    image = image.float()
-    x = image[None].to(model.mean.device)  # (1, C, H, W)
-    layer = target_layer(model)
-    with torch.autocast(x.device.type, enabled=False), torch.enable_grad():
-        if layer is None:
-            with torch.no_grad():
-                index = int(model(x).argmax(dim=-1)) if class_index is None else int(class_index)
-            heatmap = _saliency(model, x, index)
-            used, note = (
-                SALIENCY,
-                "This model has no conv layers: showing input-gradient saliency instead of a CAM.",
-            )
-        else:
-            if method not in METHODS:
-                raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-            heatmap, index = _cam(model, layer, METHODS[method], x, class_index)
-            used, note = method, f"{method} on {_layer_name(model, layer)}."
-    rgb = image.permute(1, 2, 0).cpu().numpy().astype(np.float32)  # (H, W, C)
-    if rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb, 3, axis=-1)
-    overlay = show_cam_on_image(rgb, heatmap.astype(np.float32), use_rgb=True)
-    return Explanation(heatmap, overlay, index, used, note)
+    return Explainer(model)(image, method, class_index)
 
 
 def _cam(
-    model: ImageClassifier, layer: nn.Module, method, x: torch.Tensor, class_index: int | None
+    model: ImageClassifier,
+    layer: nn.Module,
+    reshape: Callable | None,
+    method,
+    x: torch.Tensor,
+    class_index: int | None,
 ) -> tuple[np.ndarray, int]:
     """One forward and a backward through the layers after `layer` only.
 
     The CAM needs d(score)/d(activation of `layer`), nothing below it: the graph is cut there
-    (the layer's output becomes a fresh leaf) and no parameter asks for a gradient, so backward
-    costs the head, not the whole net. The predicted class comes from the CAM's own forward.
+    (the layer's output becomes a fresh leaf; no parameter of the copy asks for a gradient), so
+    backward costs the head, not the whole net. The predicted class comes from the CAM's own forward.
     """
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     cut = layer.register_forward_hook(lambda module, inputs, out: out.detach().requires_grad_(True) * 1.0)
     try:
-        with method(model=model, target_layers=[layer]) as cam:
+        with method(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
             targets = None if class_index is None else [ClassifierOutputTarget(int(class_index))]
             with contextlib.redirect_stderr(io.StringIO()):  # ScoreCAM draws tqdm bars
                 heatmap = cam(input_tensor=x, targets=targets)[0]
             index = int(cam.outputs.argmax(dim=-1)[0]) if class_index is None else int(class_index)
     finally:
         cut.remove()
-        for p in frozen:
-            p.requires_grad_(True)
     return heatmap, index
 
 

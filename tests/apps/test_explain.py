@@ -124,3 +124,149 @@ def test_explained_in_float32_even_for_a_half_precision_model():
     rounded = explain(model.to(torch.bfloat16), image.to(torch.bfloat16))
     assert rounded.heatmap.dtype == np.float32
     assert np.abs(rounded.heatmap - reference).max() < 0.05
+
+
+def _state(model) -> dict:
+    """Everything an explanation could change on a model: weights and their dtype, gradients, flags, hooks."""
+    return {
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad for p in model.parameters()],
+        "training": [m.training for m in model.modules()],
+        "hooks": [n for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks],
+    }
+
+
+def _assert_same(before: dict, after: dict) -> None:
+    assert before["weights"].keys() == after["weights"].keys()
+    for key, value in before["weights"].items():
+        assert after["weights"][key].dtype == value.dtype and torch.equal(after["weights"][key], value), key
+    assert after["requires_grad"] == before["requires_grad"]
+    assert all(g is None for g in after["grads"])
+    assert after["training"] == before["training"]
+    assert after["hooks"] == before["hooks"] == []
+
+
+def test_explaining_leaves_the_shared_model_untouched(monkeypatch):
+    """The app's predictions share the model: no float32 cast, no train/eval switch, no requires_grad
+    toggle, no gradient left behind, and no hook on it, not even while the CAM is computed."""
+    import apps.explain
+
+    torch.manual_seed(0)
+    cnn = CNNClassifier(class_names=["a", "b"], image_size=16, channels=1).to(torch.bfloat16).train()
+    next(cnn.parameters()).requires_grad_(False)  # a frozen layer stays frozen, the others trainable
+    mlp = MLPClassifier(class_names=["a", "b"], image_size=16, channels=1)  # saliency: backward to the image
+    seen = []
+
+    class Watching(apps.explain.ClassifierOutputTarget):  # called mid-CAM, with the CAM's hooks in place
+        def __call__(self, output):
+            seen.append([n for n, m in cnn.named_modules() if m._forward_hooks])
+            return super().__call__(output)
+
+    monkeypatch.setattr(apps.explain, "ClassifierOutputTarget", Watching)
+    for model, method in ((cnn, "GradCAM"), (cnn, "ScoreCAM"), (mlp, "GradCAM")):
+        before = _state(model)
+        result = explain(model, torch.rand(1, 16, 16), method, class_index=1)
+        assert result.heatmap.shape == (16, 16)
+        _assert_same(before, _state(model))
+    assert seen and all(hooks == [] for hooks in seen)
+
+
+def test_a_prediction_runs_while_an_explanation_holds_the_explainer(monkeypatch):
+    import threading
+
+    import apps.explain
+    from apps.explain import Explainer
+
+    torch.manual_seed(0)
+    model = CNNClassifier(class_names=["a", "b"], image_size=16, channels=1).eval()
+    explainer = Explainer(model)
+    inside, release = threading.Event(), threading.Event()
+    cam = apps.explain._cam
+
+    def slow_cam(*args):
+        inside.set()
+        assert release.wait(30)
+        return cam(*args)
+
+    monkeypatch.setattr(apps.explain, "_cam", slow_cam)
+    image = torch.rand(1, 16, 16)
+    worker = threading.Thread(target=explainer, args=(image,))
+    worker.start()
+    try:
+        assert inside.wait(30)  # the explanation holds its lock, its hooks on its copy
+        with torch.inference_mode():
+            logits = model(image[None])  # the shared model answers at once
+        assert logits.shape == (1, 2) and worker.is_alive()
+    finally:
+        release.set()
+        worker.join(30)
+    assert not worker.is_alive()
+
+
+def _tiny_swin(monkeypatch):
+    """A zoo model on a two-stage Swin, small enough to build in a blink (no weights downloaded)."""
+    import timm
+
+    import zoo.finetune
+
+    def swin(name, num_classes, in_chans, **kwargs):
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, img_size=32,
+                                 window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2))  # fmt: skip
+
+    monkeypatch.setattr(zoo.finetune, "create_timm_net", swin)
+    return TimmClassifier(backbone="swin_tiny_patch4_window7_224", pretrained=False, class_names=["a", "b"],
+                          image_size=32, channels=3).eval()  # fmt: skip
+
+
+def test_grad_cam_on_a_channels_last_swin_stage_reads_the_right_axes(monkeypatch):
+    """Swin's stages give (B, H, W, C) maps: the CAM must weigh channels, not rows, whatever the sizes."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    from apps.explain import cam_layer
+
+    torch.manual_seed(0)
+    model = _tiny_swin(monkeypatch)
+    layer, reshape = cam_layer(model)
+    assert layer is model.net.layers[1] and reshape is not None
+    image = torch.rand(3, 32, 32)
+    result = explain(model, image, "GradCAM", class_index=1)
+    assert result.method == "GradCAM" and result.heatmap.shape == (32, 32)
+
+    # Grad-CAM by hand on the map permuted to (B, C, H, W): channel weights = mean gradient over H, W.
+    maps = []
+    hook = layer.register_forward_hook(lambda m, i, out: maps.append(out))
+    with torch.enable_grad():
+        x = image[None].requires_grad_(True)
+        score = model(x)[0, 1]
+        hook.remove()
+        grad = torch.autograd.grad(score, maps[0])[0]  # (1, H, W, C), as the map
+    act = maps[0].detach()
+
+    def grad_cam(act, grad):  # (1, C, H, W) -> the heat-map, as pytorch-grad-cam scales it
+        cam = (grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1).clamp(min=0)  # (1, H, W)
+        return scale_cam_image(cam.numpy(), (32, 32))[0]
+
+    expected = grad_cam(act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2))
+    assert np.abs(result.heatmap - expected).max() < 1e-4
+    # The map read as (B, C, H, W) without the permute, rows taken for channels, is another picture.
+    assert np.abs(result.heatmap - grad_cam(act, grad)).max() > 0.1
+    for method in METHODS:  # and every method runs on it
+        assert explain(model, image, method, class_index=0).heatmap.shape == (32, 32)
+
+
+def test_a_vit_gets_saliency_with_a_note_that_says_why(monkeypatch):
+    import timm
+
+    import zoo.finetune
+
+    def vit(name, num_classes, in_chans, **kwargs):
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, img_size=32,
+                                 patch_size=8, embed_dim=16, depth=1, num_heads=1)  # fmt: skip
+
+    monkeypatch.setattr(zoo.finetune, "create_timm_net", vit)
+    model = TimmClassifier(backbone="vit_tiny_patch16_224", pretrained=False, class_names=["a", "b"],
+                           image_size=32, channels=3).eval()  # fmt: skip
+    assert target_layer(model) is None
+    result = explain(model, torch.rand(3, 32, 32), "GradCAM")
+    assert result.method == SALIENCY and "no (C, H, W) feature map" in result.note
