@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+import zoo
 from zoo.classifier import ImageClassifier
 from zoo.errors import ZooError
 from zoo.registry import get_family
@@ -42,8 +43,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ZooError(f"cannot read checkpoint {path}: {first_line(err)}") from err
     if not isinstance(ckpt, dict) or "zoo" not in ckpt or "state_dict" not in ckpt:
         raise ZooError(f"{path} is not a zoo checkpoint (no 'zoo' block); train it with `zoo fit`")
-    model = _build(ckpt["zoo"]["family"], ckpt["hyper_parameters"])
-    model.load_state_dict(ckpt["state_dict"])
+    made_by = ckpt["zoo"].get("version", "an unknown version")
+    try:
+        model = _build(ckpt["zoo"]["family"], ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as err:  # a family, option or layer this zoo does not have
+        why = str(err) if isinstance(err, ZooError) else first_line(err)
+        raise ZooError(
+            f"{path} was saved by zoo {made_by} and does not load in zoo {zoo.__version__} ({why[:200]}); "
+            f"load it with zoo {made_by}, or retrain it with this one"
+        ) from err
     model.info = {"source": str(path), "epoch": ckpt.get("epoch"), "val_acc": _best_score(ckpt)}
     return model.eval().to(map_location)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from zoo.runs import (
     run_dir_of,
     wandb_offline,
 )
-from zoo.weights import check_weights_path
+from zoo.weights import check_weights_path, first_line, pickled_object_message
 
 LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation")
 
@@ -116,6 +117,15 @@ class ZooCLI(LightningCLI):
             cfg.ckpt_path = str(latest_checkpoint(cfg.runs_dir, experiment))
             if self.config.get("subcommand") != "fit":  # a fit says where it resumes when it starts
                 console.print(f"[bold]checkpoint[/] {cfg.ckpt_path}")
+        if cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
+            # Read before Lightning reads its hyperparameters: a file that is not a checkpoint, or whose pickle
+            # would run code, is one line (and is refused without running it).
+            self._resume = _read_checkpoint(Path(cfg.ckpt_path))
+            if "zoo" not in self._resume:
+                raise ZooError(
+                    f"--ckpt_path {cfg.ckpt_path} is not a zoo checkpoint (no 'zoo' block); resume or evaluate a "
+                    "checkpoint that `zoo fit` wrote, or start from its weights with --model.weights"
+                )
 
     def _cfg(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -217,7 +227,7 @@ class ZooCLI(LightningCLI):
     def _resumed(self) -> dict[str, Any]:
         """The top level of the checkpoint a fit resumes (mmap: tensors stay on disk), read once for its uses."""
         if self._resume is None:
-            self._resume = torch.load(self._cfg().ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            self._resume = _read_checkpoint(Path(self._cfg().ckpt_path))
         return self._resume
 
     # --- subcommand hooks --------------------------------------------------------------------
@@ -258,6 +268,16 @@ class ZooCLI(LightningCLI):
                 wandb.teardown()  # and stop its service: a later run in this process starts a fresh one
         for run in offline_wandb_dirs(self.run_dir):
             console.print(f"[bold]W&B[/] offline run saved in {run}; upload it with: wandb sync {run}")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's top level, weights-only (mmap: tensors stay on disk until used)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:  # refused, without running the pickle's code
+        raise ZooError(pickled_object_message(path, "--ckpt_path")) from err
+    except Exception as err:
+        raise ZooError(f"cannot read checkpoint {path}: {first_line(err)}") from err
 
 
 def _fill_data_defaults(cfg: Any) -> None:
