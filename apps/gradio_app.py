@@ -5,26 +5,57 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-import threading
+import shutil
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 import yaml
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from apps.explain import METHODS, explain
+from apps.explain import METHODS, Explainer
 from apps.inference import Predictor
 from apps.serving import check_port_free, parser
 from datamodules.folder import sample_root
-from datamodules.images import list_images
+from datamodules.images import ImageTooLarge, list_images
 from datamodules.layout import VAL_NAMES
 from zoo.runs import run_config_of
 
 PREDICTED = "predicted class"
 MAX_FILE_SIZE = "10mb"
 DISPLAY_SIDE = 384
+# Predictions computed at once. They only read the shared model (torch.inference_mode), and a request
+# spends much of its time outside the forward (upload, decode, Gradio's own work), so a few in flight
+# overlap; more gain nothing on a CPU, where one forward already uses every core (see
+# benchmarks/app_load.py). Explanations run one at a time: each model's Explainer holds one private
+# copy of it behind a lock, so a second one would only wait there, holding one of Gradio's threads.
+PREDICT_CONCURRENCY = 4
+# Events waiting in the queue, at most: past this a user hears at once that the app is busy rather
+# than waiting minutes, and a flood of requests cannot grow the server's memory without bound.
+QUEUE_SIZE = 100
+
+
+class ImageUpload(gr.Image):
+    """gr.Image that hands the uploaded file to zoo unopened.
+
+    gr.Image opens every upload with Pillow first, and converts any image not in RGB (CMYK, 16-bit,
+    grayscale) at full size: that decodes a decompression bomb under Pillow's hard limit, clips 16-bit
+    images to white, and raises Gradio's own error text for a file that is no image. zoo's loader
+    checks the size from the header and converts every mode as training does, with a clear message.
+    The upload is still checked to lie in Gradio's upload folder before this runs.
+    """
+
+    def get_block_name(self) -> str:
+        return "image"  # drawn in the browser by gr.Image's own frontend
+
+    def preprocess(self, payload) -> str | None:
+        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)  # nothing, or an inline base64 image (written to a file)
+        return str(payload.path)
 
 
 def example_images(predictor: Predictor, per_model: int = 6) -> list[str]:
@@ -80,46 +111,63 @@ def model_info(name: str, predictor: Predictor) -> str:
     return "\n".join(lines)
 
 
-def build_demo(checkpoints: list[str], top_k: int = 5, device: str = "cpu") -> gr.Blocks:
-    """The app for one or more models; each event is also a named API endpoint (`predict`, `explain`)."""
+def build_demo(
+    checkpoints: list[str], top_k: int = 5, device: str = "cpu", concurrency: int = PREDICT_CONCURRENCY
+) -> gr.Blocks:
+    """The app for one or more models; each event is also a named API endpoint (`predict`, `explain`).
+
+    Args:
+        checkpoints: model files (.ckpt, .safetensors, .onnx); the first is shown first.
+        top_k: classes shown per prediction.
+        device: torch device of the models.
+        concurrency: predictions computed at once (explanations: one at a time).
+    """
     predictors: dict[str, Predictor] = {}
     for path in checkpoints:
         name = Path(path).name if Path(path).name not in predictors else str(path)
         predictors[name] = Predictor(path, device=device)
+    # Explanations work on their own float32 copy of each model: predictions keep the shared one to
+    # themselves, hook-free, and run while a Grad-CAM is computed.
+    explainers = {name: Explainer(p.model) for name, p in predictors.items() if p.model is not None}
     names = list(predictors)
-    lock = threading.Lock()  # CAM hooks live on the shared model: one explanation at a time
 
-    def pick(model_name: str | None) -> Predictor:
-        return predictors.get(model_name or names[0], predictors[names[0]])
+    def pick(model_name: str | None) -> str:
+        return model_name if model_name in predictors else names[0]
 
-    def load(image_path: str | None, predictor: Predictor):
+    def load(image_path: str | None, predictor: Predictor) -> torch.Tensor:
         if not image_path:
             raise gr.Error("Upload, paste or take a picture first.")
+        name = Path(image_path).name  # never the server's path
         try:
             return predictor.prepare(image_path)
+        except ImageTooLarge as err:
+            raise gr.Error(f"{name}: {err}. Shrink it and try again.") from err
+        except UnidentifiedImageError as err:
+            raise gr.Error(f"{name} is not an image zoo can read: no image format recognised in it.") from err
+        except OSError as err:  # what Pillow's decoders raise on damaged data
+            raise gr.Error(f"{name} could not be decoded: the file is damaged or truncated ({err}).") from err
         except Exception as err:
-            raise gr.Error(f"This file is not an image zoo can read ({type(err).__name__}: {err}).") from err
+            raise gr.Error(f"{name} is not an image zoo can read ({type(err).__name__}: {err}).") from err
 
     def predict(image: str | None, model_name: str | None = None) -> dict[str, float]:
-        predictor = pick(model_name)
-        with lock:
-            result = predictor.rank(load(image, predictor)[None], top_k)[0]
+        predictor = predictors[pick(model_name)]
+        result = predictor.rank(load(image, predictor)[None], top_k)[0]
         return {item["label"]: item["score"] for item in result["topk"]}
 
     def explain_image(
         image: str | None, model_name: str | None = None, method: str = "GradCAM", target: str = PREDICTED
     ):
-        predictor = pick(model_name)
-        if predictor.model is None:
+        name = pick(model_name)
+        predictor = predictors[name]
+        if name not in explainers:
             raise gr.Error("Grad-CAM needs a .ckpt or .safetensors model; this one is ONNX.")
         class_index = None if target in (None, PREDICTED) else predictor.class_names.index(target)
-        with lock:
-            result = explain(predictor.model, load(image, predictor), method, class_index)
+        result = explainers[name](load(image, predictor), method, class_index)
         label = predictor.class_names[result.class_index]
         return for_display(result.overlay), f"**{result.method}** for class **{label}**. {result.note}"
 
     def switch_model(model_name: str):
-        predictor = pick(model_name)
+        predictor = predictors[pick(model_name)]
         return model_info(model_name, predictor), gr.Dropdown(
             choices=[PREDICTED, *predictor.class_names], value=PREDICTED
         )
@@ -132,8 +180,12 @@ def build_demo(checkpoints: list[str], top_k: int = 5, device: str = "cpu") -> g
         with gr.Row():
             with gr.Column():
                 model = gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1)
-                image = gr.Image(
-                    type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=320
+                image = ImageUpload(
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard", "webcam"],
+                    label="Image",
+                    height=320,
                 )
                 with gr.Row():
                     method = gr.Dropdown(list(METHODS), value="GradCAM", label="Explanation method")
@@ -148,21 +200,45 @@ def build_demo(checkpoints: list[str], top_k: int = 5, device: str = "cpu") -> g
                 note = gr.Markdown()
                 info = gr.Markdown(model_info(names[0], first))
         model.change(switch_model, model, [info, target], api_name=False)
-        button.click(predict, [image, model], label, api_name="predict").then(
-            explain_image, [image, model, method, target], [cam, note], api_name="explain"
-        )
+        button.click(
+            predict, [image, model], label, api_name="predict", concurrency_limit=concurrency,
+            concurrency_id="predict",
+        ).then(
+            explain_image, [image, model, method, target], [cam, note], api_name="explain", concurrency_limit=1,
+            concurrency_id="explain",
+        )  # fmt: skip
     return demo
 
 
 def launch(
-    checkpoints: list[str], host: str = "127.0.0.1", port: int = 7860, share: bool = False, top_k: int = 5
-) -> None:
-    """Serve the app; safe defaults: localhost only, no public share link, 10 MB uploads."""
+    checkpoints: list[str],
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    top_k: int = 5,
+    concurrency: int = PREDICT_CONCURRENCY,
+    block: bool = True,
+) -> gr.Blocks:
+    """Serve the app; safe defaults: localhost only, no public share link, 10 MB uploads, a bounded queue,
+    its own upload folder.
+
+    Args:
+        block: serve until interrupted; False returns the running app at once (tests, benchmarks).
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_demo(checkpoints, top_k=top_k)
-    demo.queue().launch(
-        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE, show_error=True
-    )
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        # Gradio serves any file in its upload folder, by default /tmp/gradio: shared by every Gradio
+        # app and user of the machine, so anything written there would be served. This app's own folder
+        # (mode 0700) holds only its uploads and examples.
+        folder = tempfile.mkdtemp(prefix="zoo-app-")
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    demo = build_demo(checkpoints, top_k=top_k, concurrency=concurrency)
+    demo.queue(max_size=QUEUE_SIZE).launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE, show_error=True,
+        prevent_thread_lock=not block, quiet=not block,
+    )  # fmt: skip
+    return demo
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,21 @@ _HIGH_BIT_MAX = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, 
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", *_HIGH_BIT_MAX})
 # Inferred image sizes stop here: a from-scratch net on a CPU; pass --data.image_size for more.
 MAX_INFERRED_SIZE = 128
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than Pillow decodes by default (`Image.MAX_IMAGE_PIXELS`, its guard
+    against decompression bombs), refused from its header before a single pixel is decoded."""
+
+    def __init__(self, size: tuple[int, int] | None) -> None:
+        limit = Image.MAX_IMAGE_PIXELS / 1e6
+        # size None: Pillow refused the header itself (over twice its limit) and gives no width and height
+        what = (
+            f"{size[0]}×{size[1]} = {size[0] * size[1] / 1e6:.0f} MP, over the {limit:.0f} MP limit"
+            if size
+            else f"over {2 * limit:.0f} MP, twice the {limit:.0f} MP limit"
+        )
+        super().__init__(f"image is {what} (a decompression bomb?): refused before decoding")
 
 
 def is_image_file(path: Path) -> bool:
@@ -101,15 +115,22 @@ def load_image(path: str | Path, channels: int = 3, min_side: int | None = None)
             so a 12-megapixel photo never exists in memory at full size.
 
     Raises:
+        ImageTooLarge: over Pillow's pixel limit (a decompression bomb?), refused from the header.
         OSError/ValueError: when the file cannot be decoded (callers decide what to do).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if min_side is not None:
-                img.draft(None, (min_side, min_side))  # JPEG only: keeps both sides >= min_side
-            img.load()
-            return to_array(img, channels, min_side)
+    # An explicit check, not warnings.simplefilter("error", DecompressionBombWarning): warning filters
+    # are process-wide, so that switch is not thread-safe in the app, which decodes on several threads.
+    try:
+        opened = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as err:  # Pillow's own refusal, over twice MAX_IMAGE_PIXELS
+        raise ImageTooLarge(None) from err
+    with opened as img:
+        if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+            raise ImageTooLarge(img.size)
+        if min_side is not None:
+            img.draft(None, (min_side, min_side))  # JPEG only: keeps both sides >= min_side
+        img.load()
+        return to_array(img, channels, min_side)
 
 
 def to_array(img: Image.Image, channels: int = 3, min_side: int | None = None) -> np.ndarray:

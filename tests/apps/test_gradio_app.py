@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.gradio_app import build_demo
+from apps.gradio_app import launch
 from datamodules.images import list_images
 from zoo.cli import main
 
@@ -29,10 +29,8 @@ def free_port() -> int:
 def app(trained_ckpt, tmp_path_factory):
     onnx = tmp_path_factory.mktemp("onnx") / "model.onnx"
     assert main(["export", "--checkpoint", str(trained_ckpt), "--format", "onnx", "--output", str(onnx)]) == 0
-    demo = build_demo([str(trained_ckpt), str(onnx)], top_k=3)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size="10mb",
-                        show_error=True, quiet=True)  # fmt: skip
+    demo = launch([str(trained_ckpt), str(onnx)], port=port, top_k=3, block=False)  # the app's own settings
     yield f"http://127.0.0.1:{port}/", list_images(trained_ckpt.parents[4] / "images" / "val")
     demo.close()
 
@@ -78,13 +76,66 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(client, app, tmp_pa
     from gradio_client import handle_file
 
     (tmp_path / "notes.png").write_text("this is not an image")
-    with pytest.raises(Exception, match="cannot identify image file"):
+    with pytest.raises(Exception, match="notes.png is not an image zoo can read"):
         client.predict(handle_file(str(tmp_path / "notes.png")), api_name="/predict")
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(11 * 1024 * 1024))
-    with pytest.raises(Exception):  # noqa: B017 - gradio rejects it before our code runs
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # refused before it is sent
         client.predict(handle_file(str(big)), api_name="/predict")
     assert client.predict(handle_file(str(app[1][0])), api_name="/predict")["label"]  # still serving
+
+
+def test_predictions_run_side_by_side(client, app, monkeypatch):
+    """PREDICT_CONCURRENCY predictions are computed at once (Gradio's default is one at a time)."""
+    import threading
+
+    from gradio_client import handle_file
+
+    from apps.gradio_app import PREDICT_CONCURRENCY
+    from apps.inference import Predictor
+
+    assert PREDICT_CONCURRENCY > 1
+    meeting = threading.Barrier(PREDICT_CONCURRENCY, timeout=20)
+    rank = Predictor.rank
+
+    def rank_together(self, batch, top_k):
+        meeting.wait()  # passes only when PREDICT_CONCURRENCY predictions are inside at the same time
+        return rank(self, batch, top_k)
+
+    monkeypatch.setattr(Predictor, "rank", rank_together)
+    jobs = [
+        client.submit(handle_file(str(app[1][0])), api_name="/predict") for _ in range(PREDICT_CONCURRENCY)
+    ]
+    assert all(job.result(timeout=60)["label"] in ("cat", "dog", "owl") for job in jobs)
+
+
+def test_a_prediction_is_answered_while_a_grad_cam_is_computed(client, app, monkeypatch):
+    """Explanations hold their own copy of the model and their own lock, not the predictions'."""
+    import threading
+
+    from gradio_client import handle_file
+
+    import apps.explain
+
+    inside, release = threading.Event(), threading.Event()
+    cam = apps.explain._cam
+
+    def slow_cam(*args):
+        inside.set()
+        release.wait(60)
+        return cam(*args)
+
+    monkeypatch.setattr(apps.explain, "_cam", slow_cam)
+    image = handle_file(str(app[1][0]))
+    try:
+        explaining = client.submit(image, "best.ckpt", "GradCAM", "predicted class", api_name="/explain")
+        assert inside.wait(30)
+        answer = client.submit(image, api_name="/predict").result(timeout=20)
+        assert answer["label"] in ("cat", "dog", "owl") and not explaining.done()
+    finally:
+        release.set()
+    overlay, note = explaining.result(timeout=60)
+    assert "GradCAM" in note
 
 
 @pytest.mark.skipif(
