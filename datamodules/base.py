@@ -13,6 +13,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from datamodules.images import decode_side, image_nbytes, load_image
@@ -281,7 +282,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         )
 
     # --- loaders -----------------------------------------------------------------------------
-    def _loader(self, split: str, train: bool, persistent: bool = True) -> DataLoader:
+    def _loader(self, split: str, train: bool, persistent: bool = True, shard: bool = True) -> DataLoader:
         if split not in self.splits:
             raise ZooError(f"this data set has no {split!r} split; {self._missing_split_hint(split)}")
         transform = (
@@ -293,6 +294,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         sampler = (
             balanced_sampler(self.splits[split].labels) if train and self.sampler == "balanced" else None
         )
+        if shard and not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's DistributedSampler would pad the split with repeated images so every rank gets as many:
+            # val/acc over several processes would then differ from one process's. Each image once, instead.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -309,7 +314,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def eval_loader(self, split: str) -> DataLoader:
         """One pass over a split in order with the eval pipeline (no augmentation): for feature caching."""
-        return self._loader(split, train=False, persistent=False)
+        return self._loader(split, train=False, persistent=False, shard=False)  # every process sees it all
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -12,7 +12,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torchmetrics
-from rich.console import Console
 from torch import nn
 
 import zoo
@@ -21,8 +20,6 @@ from zoo.errors import ZooError
 from zoo.loss import balanced_weights, cross_entropy, l1_penalty, make_mixer, mix
 from zoo.optimizers import Optimizer, build_optimizer
 from zoo.schedules import ScheduleConfig, Scheduler, build_scheduler
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 def check_dropout(args: dict[str, Any]) -> None:
@@ -223,6 +220,11 @@ class ImageClassifier(L.LightningModule):
     def prepare_start(self, datamodule: L.LightningDataModule) -> None:
         """Ready the starting weights of a new (not resumed) fit; called once, before any training."""
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.channels_last:
+            # Before Lightning wraps the model: DDP lays out its gradient buckets as the parameters are then.
+            self.to(memory_format=torch.channels_last)
+
     def on_fit_start(self) -> None:
         if self.hparams.class_weights == "balanced":
             self.class_weight = balanced_weights(self.trainer.datamodule, self.num_classes).to(self.device)
@@ -231,7 +233,7 @@ class ImageClassifier(L.LightningModule):
                     "note: --model.class_weights balanced with --data.sampler balanced corrects the imbalance "
                     "twice (the minority then outweighs the rest); keep one of them"
                 )
-        if self.channels_last:
+        if self.channels_last:  # again: layers made since setup (none in DDP, where they would be too late)
             self.to(memory_format=torch.channels_last)
         if not self.trainer.ckpt_path:  # a resumed run has its weights from the checkpoint
             self.prepare_start(self.trainer.datamodule)
@@ -249,9 +251,15 @@ class ImageClassifier(L.LightningModule):
         # Plain tensors, which Lightning averages over the epoch weighted by batch size: the epoch's loss and
         # accuracy exactly. (A torchmetrics object logged every step cost 1.3 ms a step in Lightning's
         # bookkeeping, a tenth of the loop overhead benchmarks/loop_overhead.py measured.)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         # with mixing: against each image's own (main) label
-        self.log("train/acc", (logits.argmax(-1) == labels).float().mean(), on_step=False, on_epoch=True)
+        self.log(
+            "train/acc",
+            (logits.argmax(-1) == labels).float().mean(),
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -266,28 +274,30 @@ class ImageClassifier(L.LightningModule):
         return logits  # for callbacks that look at predictions (zoo.dashboard)
 
     def on_validation_epoch_end(self) -> None:
+        # torchmetrics' compute() has already gathered every process's images; sync_dist here only averages
+        # equal values (and tells Lightning the epoch values are global, which it otherwise warns about).
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         acc = values.pop("val/acc")
-        self.log("val/acc", acc, prog_bar=True)
-        self.log_dict(values)
+        self.log("val/acc", acc, prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
         # the untrained sanity pass is no "best", and a best-so-far means nothing to `zoo validate`
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.val_acc_best(acc)
-            self.log("val/acc_best", self.val_acc_best.compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
             self._step_plateau(loss)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("test/loss", self.criterion(logits, labels), on_epoch=True)
+        self.log("test/loss", self.criterion(logits, labels), on_epoch=True, sync_dist=True)
         self.test_metrics.update(logits, labels)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

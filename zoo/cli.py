@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from zoo.console import console
+from zoo.console import console, error
 from zoo.errors import VerbParser, ZooError, check_output, positive_int
 from zoo.recipes import recipe_files
 
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             if debug and getattr(user_error, "detail", None):
                 console.print(user_error.detail)  # jsonargparse's own full message
             raise
-        console.print(f"[bold red]zoo: error:[/] {user_error}")
+        error(str(user_error))
         return 2
     except SystemExit as exit_:  # argparse/jsonargparse exit after --help; Lightning after Ctrl-C
         if _interrupted():  # Ctrl-C or SIGTERM in a fit: zoo.progress saved last.ckpt and printed the resume

@@ -48,7 +48,7 @@ class WandbDashboard(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
         config = Path(trainer.default_root_dir) / "config.yaml"  # the resolved config LightningCLI saved
-        if logger is not None and config.is_file():
+        if logger is not None and trainer.is_global_zero and config.is_file():
             logger.experiment.config.update(
                 {"zoo": yaml.safe_load(config.read_text())}, allow_val_change=True
             )
@@ -75,21 +75,29 @@ class WandbDashboard(L.Callback):
             self.images.append(images[:need].detach().float().cpu())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if not self.preds or not self._due(trainer):
+        if not self._due(trainer):
+            return
+        own = [torch.cat(x) if x else torch.zeros(0, dtype=torch.long) for x in (self.preds, self.labels)]
+        everyone = [own]
+        if trainer.world_size > 1:  # each process saw its share of the split; rank 0 logs them all
+            everyone = [None] * trainer.world_size
+            torch.distributed.all_gather_object(everyone, own)
+        if not trainer.is_global_zero or not self.preds:
+            self._reset()
             return
         import wandb
 
         from apps.explain import explain
 
         names = list(pl_module.hparams.class_names)
-        preds, labels = torch.cat(self.preds).numpy(), torch.cat(self.labels).numpy()
+        preds, labels = (torch.cat(parts).numpy() for parts in zip(*everyone, strict=True))
         cm = confusion(labels, preds, len(names))
         columns = ["class", "precision", "recall", "f1", "support"]
         table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in per_class(cm, names)])
         samples = wandb.Table(columns=["image", "grad_cam", "true", "predicted", "score"])
         pictures = []  # the same as plain images: these are saved in the run folder, offline too
         was_training = pl_module.training
-        for image, label in zip(torch.cat(self.images), labels, strict=False):
+        for image, label in zip(torch.cat(self.images), own[1].tolist(), strict=False):  # rank 0's own images
             shown = explain(pl_module, image)  # (C, H, W) in [0, 1]; the predicted class
             with torch.no_grad():
                 score = float(pl_module(image[None].to(pl_module.device)).softmax(-1)[0, shown.class_index])

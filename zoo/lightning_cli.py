@@ -18,7 +18,7 @@ from datamodules import ImageClassificationDataModule
 from zoo.callbacks import DEFAULT_CALLBACKS, RUN_DIR, switched_off, with_run_dir
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.classifier import ImageClassifier
-from zoo.console import console
+from zoo.console import console, launched_rank
 from zoo.errors import ZooError
 from zoo.lr_find import find_lr
 from zoo.parse_errors import ZooArgumentParser
@@ -148,11 +148,18 @@ class ZooCLI(LightningCLI):
             check_weights_path(weights)  # read when fitting starts; a typo should fail now, not minutes later
         experiment = cfg.experiment or _family_of(cfg.model.class_path)
         evaluated = run_dir_of(ckpt_path) if ckpt_path and self.subcommand in ("validate", "test") else None
-        if evaluated is not None:
+        if launched_rank() > 0:
+            # Another process of a multi-process run: rank 0 makes the run folder. Lightning's own launcher starts
+            # this process with ZOO_RUN_DIR set; under torchrun or srun this placeholder (never created) is
+            # replaced by rank 0's folder once the processes can talk (RunReport.setup, ModelCheckpoint.setup).
+            placeholder = Path(evaluated or cfg.runs_dir) / experiment / f"rank_{launched_rank()}"
+            self.run_dir = Path(os.environ.get("ZOO_RUN_DIR") or placeholder)
+        elif evaluated is not None:
             # An evaluation is filed with the run it evaluates: RUN/test/version_N, not a new run.
             self.run_dir = new_run_dir(evaluated, self.subcommand)
         else:
             self.run_dir = new_run_dir(cfg.runs_dir, experiment)
+        os.environ["ZOO_RUN_DIR"] = str(self.run_dir)  # for the processes Lightning's launcher starts
         self.experiment = experiment
         cfg.trainer.default_root_dir = str(self.run_dir)
 

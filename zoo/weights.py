@@ -9,13 +9,12 @@ from pathlib import Path
 
 import timm
 import torch
-from rich.console import Console
 from timm.models import adapt_input_conv
 from torch import nn
 
+from zoo.console import console
 from zoo.errors import ZooError
 
-console = Console(stderr=True, soft_wrap=True)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
