@@ -49,3 +49,21 @@ def test_two_process_ddp_trains_once_and_its_val_acc_is_one_process_val_acc(tmp_
     assert proc.returncode == 0, proc.stderr
     single = last_val_acc(next((run / "validate").rglob("metrics.csv")))
     assert last_val_acc(run / "metrics.csv") == pytest.approx(single, abs=1e-6)
+
+
+TWO = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+
+
+def test_the_finders_run_on_one_process_and_fit_says_how_to_use_them_with_several(
+    run_zoo, image_folder, capsys
+):
+    args = ["--config", ROOT / "configs" / "cnn.yaml", "--data.root", image_folder, "--data.num_workers", 0,
+            "--trainer.logger", "false", *TWO]  # fmt: skip
+    capsys.readouterr()
+    # In-process: had these started a second process, Lightning's launcher would have re-run pytest.
+    assert run_zoo("lr-find", *args)[0] == 0
+    assert float(capsys.readouterr().out.strip()) > 0
+    assert run_zoo("batch-size-find", *args, "--max_batch_size", 16)[0] == 0
+    assert "batch-size finder:" in capsys.readouterr().err
+    assert run_zoo("fit", *args, "--lr_find", "true")[0] == 2
+    assert "the LR finder runs on one process" in capsys.readouterr().err

@@ -29,12 +29,17 @@ VERBS = {
 }
 
 
+# Lightning's finders are written for one process: a sweep under DDP would run in every process and each would
+# find its own answer. They run on one device whatever the config says; the fit then uses the result anywhere.
+ONE_PROCESS = ["--trainer.devices", "1", "--trainer.num_nodes", "1", "--trainer.strategy", "auto"]
+
+
 def lr_find_main(args: list[str]) -> None:
     """`zoo lr-find`: the same config parsing as `zoo fit`, then the range test alone."""
     from zoo.lightning_cli import ZooCLI
     from zoo.lr_find import find_lr
 
-    cli = ZooCLI(args=args, run=False, wandb=False)
+    cli = ZooCLI(args=[*args, *ONE_PROCESS], run=False, wandb=False)
     suggestion = find_lr(cli.trainer, cli.model, cli.datamodule, cli.run_dir)
     if suggestion is None:
         raise ZooError(
@@ -52,7 +57,7 @@ def batch_size_main(args: list[str]) -> None:
     if "--max_batch_size" in args:  # a finder option, not a fit option: taken out before the config parsing
         i = args.index("--max_batch_size")
         cap, args = int(args[i + 1]), args[:i] + args[i + 2 :]
-    cli = ZooCLI(args=args, run=False, wandb=False)
+    cli = ZooCLI(args=[*args, *ONE_PROCESS], run=False, wandb=False)
     cli.datamodule.setup("fit")  # the training set's size caps the search
     print(find_batch_size(cli.trainer, cli.model, cli.datamodule, cli.run_dir, cap))
 

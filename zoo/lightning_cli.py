@@ -260,6 +260,11 @@ class ZooCLI(LightningCLI):
             if self.model.lr == "auto":
                 self.model.lr = 1e-3  # overwritten by the restored optimizer and schedule
         elif self._cfg().lr_find or self.model.lr == "auto":
+            if self.trainer.num_devices * self.trainer.num_nodes > 1:
+                raise ZooError(
+                    "the LR finder runs on one process, not under --trainer.devices/num_nodes > 1: run `zoo lr-find` "
+                    "with the same options first, then this fit with --model.lr VALUE (and --lr_find false)"
+                )
             find_lr(self.trainer, self.model, self.datamodule, self.run_dir)
 
     def after_fit(self) -> None:
