@@ -221,9 +221,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     @property
     def run_dir(self) -> Path | None:
-        """Where this run writes its files (the trainer's root dir), None outside a trainer."""
+        """Where this run writes its files (the trainer's root dir); None outside a trainer, and in every process
+        but the first of a multi-process run, which writes for all."""
         trainer = getattr(self, "trainer", None)
-        return Path(trainer.default_root_dir) if trainer is not None else None
+        return Path(trainer.default_root_dir) if trainer is not None and trainer.is_global_zero else None
 
     def setup(self, stage: str) -> None:
         if not self.splits:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +70,52 @@ def test_the_finders_run_on_one_process_and_fit_says_how_to_use_them_with_severa
     assert "batch-size finder:" in capsys.readouterr().err
     assert run_zoo("fit", *args, "--lr_find", "true")[0] == 2
     assert "the LR finder runs on one process" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_processes_and_zoo_still_makes_one_run(tmp_path):
+    """An external launcher: no process inherits rank 0's run folder, so the others learn it by broadcast."""
+    make_folder(tmp_path / "images", n=8)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-port", str(free_port()), "-m", "zoo.cli", "fit", "--config", str(ROOT / "configs" / "cnn.yaml"),
+           "--data.root", "images", "--data.image_size", "16", "--data.batch_size", "4", "--data.num_workers", "0",
+           "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger", *TWO]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sum(ln.startswith("epoch 1/1") for ln in proc.stderr.splitlines()) == 1, proc.stderr
+    runs = tmp_path / "runs" / "cnn"
+    assert [p.name for p in runs.iterdir()] == ["version_0"]  # no placeholder folder of rank 1
+    assert sorted(p.name for p in (runs / "version_0" / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]
+    assert (runs / "version_0" / "config.yaml").is_file() and (runs / "version_0" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("script", ["slurm.sbatch", "torchrun.sh"])
+def test_the_multi_node_examples_parse(script, run_zoo, capsys, monkeypatch):
+    """The zoo command of each launcher script, with its variables filled in, is a valid configuration."""
+    text = (ROOT / "examples" / script).read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if "zoo" in ln and " fit " in ln and not ln.startswith("#"))
+    args = shlex.split(line[line.index(" fit ") + 1 :])
+    values = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4", "NNODES": "2", "GPUS": "4",
+              "DATA": str(ROOT / "datamodules" / "samples" / "fashion_mnist_small")}  # fmt: skip
+    args = [re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], a) for a in args]
+    monkeypatch.chdir(ROOT)  # the scripts run from the project folder
+    capsys.readouterr()
+    assert run_zoo(*args, "--print_config")[0] == 0
+    config = capsys.readouterr().out
+    for expected in (
+        "strategy: ddp",
+        "num_nodes: 2",
+        "devices: '4'",
+        "sync_batchnorm: true",
+        "accelerator: gpu",
+    ):
+        assert expected in config, config
