@@ -465,10 +465,10 @@ def _find_user_error(err: BaseException | None) -> ZooError | None:
             return err
         if type(err).__name__ == "MisconfigurationException":  # Lightning's word for a bad trainer setting
             return ZooError(_misconfiguration(str(err)))
-        if isinstance(err, ValueError) and str(err).startswith(
-            "You selected an invalid"
-        ):  # accelerator, strategy
-            return ZooError(f"{err} (a --trainer.* setting)")
+        if isinstance(err, ValueError) and (
+            str(err).startswith("You selected an invalid") or "requires a GPU accelerator" in str(err)
+        ):  # accelerator, strategy (FSDP and DeepSpeed need a GPU)
+            return ZooError(f"{str(err).strip()} (a --trainer.* setting)")
         fault = _machine_fault(err)
         if fault is not None:
             return fault
