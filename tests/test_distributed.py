@@ -119,3 +119,25 @@ def test_the_multi_node_examples_parse(script, run_zoo, capsys, monkeypatch):
         "accelerator: gpu",
     ):
         assert expected in config, config
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "expected"),
+    [(False, False, "32-true"), (True, True, "bf16-mixed"), (True, False, "16-mixed")],
+)
+def test_default_precision_per_device(cuda, bf16, expected, monkeypatch):
+    import torch
+
+    from zoo.runs import default_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert default_precision() == expected
+
+
+def test_a_cpu_fit_trains_in_full_precision_by_default(run_zoo, image_folder, capsys):
+    args = ["fit", "--config", ROOT / "configs" / "cnn.yaml", "--data.root", image_folder, "--data.num_workers", 0,
+            "--trainer.max_epochs", 1, "--trainer.logger", "false"]  # fmt: skip
+    capsys.readouterr()
+    assert run_zoo(*args)[0] == 0
+    assert "on cpu (32-true)" in capsys.readouterr().err
