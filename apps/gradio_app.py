@@ -30,9 +30,11 @@ MAX_FILE_SIZE = "10mb"
 DISPLAY_SIDE = 384
 # Predictions computed at once. They only read the shared model (torch.inference_mode), and a request
 # spends much of its time outside the forward (upload, decode, Gradio's own work), so a few in flight
-# overlap; more gain nothing on a CPU, where one forward already uses every core (see
-# benchmarks/app_load.py). Explanations run one at a time: each model's Explainer holds one private
-# copy of it behind a lock, so a second one would only wait there, holding one of Gradio's threads.
+# overlap; each one in flight holds its activations, and on a CPU one forward of a large net already
+# uses every core, so many more add memory, not speed. benchmarks/app_load.py: with the sample CNN on
+# 2 cores, 1, 4 and 8 at once all serve 6-8 predictions/s (the time goes to HTTP and Gradio, not the
+# model). Explanations run one at a time: each model's Explainer holds one private copy of it behind
+# a lock, so a second one would only wait there, holding one of Gradio's threads.
 PREDICT_CONCURRENCY = 4
 # Events waiting in the queue, at most: past this a user hears at once that the app is busy rather
 # than waiting minutes, and a flood of requests cannot grow the server's memory without bound.
