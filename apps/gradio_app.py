@@ -41,25 +41,6 @@ PREDICT_CONCURRENCY = 4
 QUEUE_SIZE = 100
 
 
-class ImageUpload(gr.Image):
-    """gr.Image that hands the uploaded file to zoo unopened.
-
-    gr.Image opens every upload with Pillow first, and converts any image not in RGB (CMYK, 16-bit,
-    grayscale) at full size: that decodes a decompression bomb under Pillow's hard limit, clips 16-bit
-    images to white, and raises Gradio's own error text for a file that is no image. zoo's loader
-    checks the size from the header and converts every mode as training does, with a clear message.
-    The upload is still checked to lie in Gradio's upload folder before this runs.
-    """
-
-    def get_block_name(self) -> str:
-        return "image"  # drawn in the browser by gr.Image's own frontend
-
-    def preprocess(self, payload) -> str | None:
-        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
-            return super().preprocess(payload)  # nothing, or an inline base64 image (written to a file)
-        return str(payload.path)
-
-
 def example_images(predictor: Predictor, per_model: int = 6) -> list[str]:
     """A few validation images of the checkpoint's own run when they can be found, else the bundled sample."""
     config_path = run_config_of(predictor.path)  # runs/<experiment>/<version>/config.yaml
@@ -136,9 +117,11 @@ def build_demo(
     def pick(model_name: str | None) -> str:
         return model_name if model_name in predictors else names[0]
 
-    def load(image_path: str | None, predictor: Predictor) -> torch.Tensor:
-        if not image_path:
+    def load(upload: dict | None, predictor: Predictor) -> torch.Tensor:
+        """The uploaded image, decoded by zoo; `upload` is Gradio's FileData, not preprocessed (see below)."""
+        if not upload or not upload.get("path"):
             raise gr.Error("Upload, paste or take a picture first.")
+        image_path = upload["path"]  # checked by Gradio to lie in its upload folder
         name = Path(image_path).name  # never the server's path
         try:
             return predictor.prepare(image_path)
@@ -151,18 +134,22 @@ def build_demo(
         except Exception as err:
             raise gr.Error(f"{name} is not an image zoo can read ({type(err).__name__}: {err}).") from err
 
-    def predict(image: str | None, model_name: str | None = None) -> dict[str, float]:
+    def predict(image: dict | None, model_name: str | None = None) -> dict[str, float]:
         predictor = predictors[pick(model_name)]
         result = predictor.rank(load(image, predictor)[None], top_k)[0]
         return {item["label"]: item["score"] for item in result["topk"]}
 
     def explain_image(
-        image: str | None, model_name: str | None = None, method: str = "GradCAM", target: str = PREDICTED
+        image: dict | None, model_name: str | None = None, method: str = "GradCAM", target: str = PREDICTED
     ):
         name = pick(model_name)
         predictor = predictors[name]
         if name not in explainers:
             raise gr.Error("Grad-CAM needs a .ckpt or .safetensors model; this one is ONNX.")
+        if method not in METHODS:
+            raise gr.Error(f"Unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
+        if target not in (None, PREDICTED, *predictor.class_names):
+            raise gr.Error(f"{target!r} is not one of this model's classes.")
         class_index = None if target in (None, PREDICTED) else predictor.class_names.index(target)
         result = explainers[name](load(image, predictor), method, class_index)
         label = predictor.class_names[result.class_index]
@@ -182,12 +169,8 @@ def build_demo(
         with gr.Row():
             with gr.Column():
                 model = gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1)
-                image = ImageUpload(
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard", "webcam"],
-                    label="Image",
-                    height=320,
+                image = gr.Image(
+                    type="filepath", sources=["upload", "clipboard", "webcam"], label="Image", height=320
                 )
                 with gr.Row():
                     method = gr.Dropdown(list(METHODS), value="GradCAM", label="Explanation method")
@@ -202,12 +185,18 @@ def build_demo(
                 note = gr.Markdown()
                 info = gr.Markdown(model_info(names[0], first))
         model.change(switch_model, model, [info, target], api_name=False)
+        # preprocess=False: the functions get the upload as Gradio's FileData, its path already checked
+        # to lie in the upload folder, and the dropdowns' raw values (checked above). gr.Image's own
+        # preprocessing would open every upload with Pillow and convert any non-RGB image at full size
+        # first: a decompression bomb under Pillow's hard limit decoded, 16-bit images clipped to white,
+        # and Gradio's own error text, with server paths, for a file that is no image. zoo's loader
+        # reads the size from the header and converts every mode as training does.
         button.click(
             predict, [image, model], label, api_name="predict", concurrency_limit=concurrency,
-            concurrency_id="predict",
+            concurrency_id="predict", preprocess=False,
         ).then(
             explain_image, [image, model, method, target], [cam, note], api_name="explain", concurrency_limit=1,
-            concurrency_id="explain",
+            concurrency_id="explain", preprocess=False,
         )  # fmt: skip
     return demo
 

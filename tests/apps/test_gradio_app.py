@@ -85,6 +85,18 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(client, app, tmp_pa
     assert client.predict(handle_file(str(app[1][0])), api_name="/predict")["label"]  # still serving
 
 
+def test_explain_checks_the_method_and_class_it_is_sent(client, app):
+    """The events take raw values (preprocess=False), so the app checks them itself."""
+    from gradio_client import handle_file
+
+    image = handle_file(str(app[1][0]))
+    with pytest.raises(Exception, match="Unknown explanation method 'Nope'"):
+        client.predict(image, "best.ckpt", "Nope", "owl", api_name="/explain")
+    with pytest.raises(Exception, match="'zebra' is not one of this model's classes"):
+        client.predict(image, "best.ckpt", "GradCAM", "zebra", api_name="/explain")
+    assert client.predict(image, "no-such-model", api_name="/predict")["label"]  # the first model
+
+
 def test_predictions_run_side_by_side(client, app, monkeypatch):
     """PREDICT_CONCURRENCY predictions are computed at once (Gradio's default is one at a time)."""
     import threading
