@@ -32,7 +32,7 @@ DISPLAY_SIDE = 384
 # spends much of its time outside the forward (upload, decode, Gradio's own work), so a few in flight
 # overlap; each one in flight holds its activations, and on a CPU one forward of a large net already
 # uses every core, so many more add memory, not speed. benchmarks/app_load.py: with the sample CNN on
-# 2 cores, 1, 4 and 8 at once all serve 6-8 predictions/s (the time goes to HTTP and Gradio, not the
+# 2 cores, 1, 4 and 8 at once all serve 6-9 predictions/s (the time goes to HTTP and Gradio, not the
 # model). Explanations run one at a time: each model's Explainer holds one private copy of it behind
 # a lock, so a second one would only wait there, holding one of Gradio's threads.
 PREDICT_CONCURRENCY = 4
