@@ -90,14 +90,16 @@ def test_a_fault_of_the_machine_is_one_line_and_leaves_nothing_that_looks_comple
             pytest.skip("needs Linux's /sys, where nobody (root included) may create a folder")
         rc, err = zoo(folder, *CNN, "--runs_dir", "/sys/zoo-runs")
         assert "/sys/zoo-runs; fix its permissions, or choose another --runs_dir" in one_error_line(err)
-    else:  # ONNX export needs onnxscript
-        out = folder / "model.onnx"
-        args = ["export", "--checkpoint", str(trained_ckpt), "--format", "onnx", "--output", str(out)]
-        rc, err = zoo(folder, *args, fault="missing:onnxscript")
-        assert (
-            "needs the Python package 'onnxscript'" in one_error_line(err) and "pip install onnxscript" in err
-        )
-        assert not out.exists()
+    else:  # ONNX export needs onnxscript to write and onnxruntime to check the file
+        for package in ("onnxscript", "onnxruntime"):
+            out = folder / f"without_{package}.onnx"
+            args = ["export", "--checkpoint", str(trained_ckpt), "--format", "onnx", "--output", str(out)]
+            rc, err = zoo(folder, *args, fault=f"missing:{package}")
+            assert (
+                f"needs the Python package '{package}'" in one_error_line(err)
+                and f"pip install {package}" in err
+            )
+            assert not list(folder.glob("without_*")), "an unchecked export is not left looking finished"
     assert rc == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -71,15 +72,22 @@ def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
     card = model_card(model)
     module = InferenceModule(model).eval().float()
     example = torch.rand(2, card["channels"], card["image_size"], card["image_size"])
-    if fmt == "onnx":
-        _export_onnx(module, example, output, card, check_images(model))
-    elif fmt == "torchscript":
-        _export_torchscript(module, example, output, card)
-    else:
-        from safetensors.torch import save_file
+    # Written beside the target and renamed once checked: a failed or killed export leaves no file that looks
+    # finished, and an export over an older one (--overwrite) replaces it only when the new one is good.
+    partial = output.with_name(output.name + ".partial")
+    try:
+        if fmt == "onnx":
+            _export_onnx(module, example, partial, card, check_images(model))
+        elif fmt == "torchscript":
+            _export_torchscript(module, example, partial, card)
+        else:
+            from safetensors.torch import save_file
 
-        state = {k: v.contiguous() for k, v in model.net.state_dict().items()}
-        save_file(state, str(output), metadata={"zoo": json.dumps(card)})
+            state = {k: v.contiguous() for k, v in model.net.state_dict().items()}
+            save_file(state, str(partial), metadata={"zoo": json.dumps(card)})
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
     Path(f"{output}.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
@@ -105,7 +113,6 @@ def _export_onnx(
     )  # fmt: skip
     diff, limit, same_top1 = onnx_parity(module, output, images)
     if diff > limit or not same_top1:
-        output.unlink()
         raise ZooError(
             f"ONNX export differs from PyTorch by {diff:.2e} (limit {limit:.2e}), "
             f"top-1 {'agrees' if same_top1 else 'differs'}; please report it"
