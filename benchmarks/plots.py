@@ -88,6 +88,14 @@ def main() -> None:
         bars("loop_overhead", ["zoo fit", "plain PyTorch (NCHW)", "plain PyTorch (channels_last)"],
              [lo["median_zoo"], lo["median_plain"], lo["median_plain_channels_last"]],
              "Training throughput, same CNN/data/steps", "images/s", fmt="{:.0f}")  # fmt: skip
+    if al := load("app_load"):
+        runs = {
+            "zoo app (default: 4 at once)": al,
+            **{f"{n} at once": r for n, r in al["by_concurrency"].items()},
+        }
+        bars("app_load", list(runs), [r["throughput_per_s"] for r in runs.values()],
+             f"zoo app: {al['clients']} users x {al['requests_per_client']} predictions, {al['machine']['cores']} cores",
+             "predictions/s", fmt="{:.1f}")  # fmt: skip
     if ds := load("doctor_speed"):
         m = ds["median_images_per_s"]
         keys = {

@@ -87,7 +87,7 @@ class WandbDashboard(L.Callback):
             return
         import wandb
 
-        from apps.explain import explain
+        from apps.explain import Explainer
 
         names = list(pl_module.hparams.class_names)
         preds, labels = (torch.cat(parts).numpy() for parts in zip(*everyone, strict=True))
@@ -97,8 +97,9 @@ class WandbDashboard(L.Callback):
         samples = wandb.Table(columns=["image", "grad_cam", "true", "predicted", "score"])
         pictures = []  # the same as plain images: these are saved in the run folder, offline too
         was_training = pl_module.training
+        explain = Explainer(pl_module)  # a float32 copy: the training model is left as it is
         for image, label in zip(torch.cat(self.images), own[1].tolist(), strict=False):  # rank 0's own images
-            shown = explain(pl_module, image)  # (C, H, W) in [0, 1]; the predicted class
+            shown = explain(image)  # (C, H, W) in [0, 1]; the predicted class
             with torch.no_grad():
                 score = float(pl_module(image[None].to(pl_module.device)).softmax(-1)[0, shown.class_index])
             picture = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # (H, W, C)

@@ -183,7 +183,7 @@ def evaluate(
     Without `output`: the files go to RUN/evaluate/SPLIT and the report to RUN/report.html for a checkpoint
     in a run folder (else beside the checkpoint). Returns the evaluation and the report's path.
     """
-    from apps.explain import explain
+    from apps.explain import Explainer
     from zoo import figures
     from zoo.checkpoint import load_checkpoint
     from zoo.report import write_report
@@ -214,9 +214,10 @@ def evaluate(
 
     cells = []
     dataset = datamodule.eval_loader(split).dataset
+    explain = Explainer(model)  # one float32 copy for every picture
     for entry in result["top_losses"]:
         image, _ = dataset[entry["index"]]  # (C, H, W) uint8, as the model saw it
-        shown = explain(model, image.float() / 255, class_index=names.index(entry["predicted"]))
+        shown = explain(image.float() / 255, class_index=names.index(entry["predicted"]))
         picture = image.permute(1, 2, 0).numpy()
         cells.append({**entry, "image": picture[..., 0] if picture.shape[-1] == 1 else picture,
                       "overlay": shown.overlay})  # fmt: skip
