@@ -256,7 +256,7 @@ def write_predictions(
     stream = stream or sys.stdout
     if output and earlier and earlier.rewrite:
         # Written beside it and renamed over it: a kill here leaves the old file or the new one, whole.
-        staging = output.with_name(f"{output.name}.tmp")
+        staging = output.with_name(f"{output.name}.partial")
         staging.write_text("".join(earlier.kept), encoding="utf-8", newline="")
         os.replace(staging, output)
     handle = open(output, "a" if earlier else "w", newline="", encoding="utf-8") if output else stream  # noqa: SIM115 - closed below
