@@ -7,7 +7,12 @@ Lightning: `zoo doctor` starts in a fraction of a second.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# albumentations asks the package index for a newer version on every import (a network call, and a hang where
+# there is no network) unless this is set; set here too, for code that uses the data modules without zoo.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 _WHERE = {
     "ImageClassificationDataModule": "datamodules.base",

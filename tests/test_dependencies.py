@@ -103,20 +103,8 @@ def test_the_probe_sees_albumentations_call_home_when_not_told():
     [
         "zoo",
         "zoo.cli",
-        pytest.param(
-            "apps.inference",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="imports datamodules.transforms (albumentations) before zoo sets the variable",
-            ),
-        ),
-        pytest.param(
-            "datamodules.transforms",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="imports albumentations without setting NO_ALBUMENTATIONS_UPDATE (README uses it)",
-            ),
-        ),
+        "apps.inference",
+        "datamodules.transforms",
     ],
 )
 def test_importing_an_entry_point_then_albumentations_makes_no_network_call(entry):
@@ -129,9 +117,6 @@ def test_importing_an_entry_point_then_albumentations_makes_no_network_call(entr
 @pytest.mark.filterwarnings(
     "default::DeprecationWarning",
     r"error::DeprecationWarning:(zoo|datamodules|apps)(\.|$)",
-    # Known: zoo/lightning_cli.py calls jsonargparse's parser.instantiate_classes, deprecated in 4.49 for
-    # parser.instantiate. Delete this line when it moves.
-    r"ignore:\s*``instantiate_classes`` was deprecated:DeprecationWarning:zoo\.lightning_cli",
 )
 def test_a_short_fit_calls_no_deprecated_api_from_zoos_own_code(run_zoo, image_folder, monkeypatch, capsys):
     monkeypatch.setenv("JSONARGPARSE_DEPRECATION_WARNINGS", "all")  # else each is shown once per process

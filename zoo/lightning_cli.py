@@ -166,7 +166,7 @@ class ZooCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         # LightningCLI.instantiate_classes, on a copy with `<run_dir>` resolved (zoo.callbacks.with_run_dir):
         # self.config, which becomes config.yaml, keeps the placeholder.
-        self.config_init = self.parser.instantiate_classes(with_run_dir(self.config, str(self.run_dir)))
+        self.config_init = self.parser.instantiate(with_run_dir(self.config, str(self.run_dir)))
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
