@@ -76,7 +76,8 @@ def test_gpu_accelerator_without_a_gpu(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main([*CNN, "--trainer.accelerator", "gpu"]) == 2
     assert "no usable GPU" in one_error_line(capsys)
-    assert main([*CNN, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "fsdp"]) == 2
+    fsdp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "fsdp"]
+    assert main([*CNN, *fsdp]) == 2
     assert "The strategy `fsdp` requires a GPU accelerator" in one_error_line(capsys)
 
 
