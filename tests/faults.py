@@ -6,6 +6,7 @@ FAULT is one of
     enospc-in-save:NAME:N  the N-th save of checkpoint NAME writes 64 KB, then the disk is full (ENOSPC)
     oom:STEP           the training step at global step STEP runs out of memory (torch's CPU message)
     missing:MODULE     the Python package MODULE is not installed
+In a test process, pass `patch=monkeypatch.setattr` to the inject_* functions to undo them afterwards.
 Faults hook in below zoo (builtins.open, Lightning's Trainer.save_checkpoint, the model's training step), so
 they test what zoo does when the machine fails, whatever writes the file.
 """
@@ -50,7 +51,7 @@ class FaultyFile:
         self.real.close()
 
 
-def inject_into_saves(fault: str, name: str, nth: int) -> None:
+def inject_into_saves(fault: str, name: str, nth: int, patch=setattr) -> None:
     from lightning.pytorch import Trainer
 
     real_open, real_save = builtins.open, Trainer.save_checkpoint
@@ -68,11 +69,11 @@ def inject_into_saves(fault: str, name: str, nth: int) -> None:
         handle = real_open(file, mode, *args, **kwargs)
         return FaultyFile(handle, fault) if state["active"] and "w" in mode and "b" in mode else handle
 
-    Trainer.save_checkpoint = save_checkpoint
-    builtins.open = open_
+    patch(Trainer, "save_checkpoint", save_checkpoint)
+    patch(builtins, "open", open_)
 
 
-def inject_oom(step: int) -> None:
+def inject_oom(step: int, patch=setattr) -> None:
     from zoo.classifier import ImageClassifier
 
     real_step = ImageClassifier.training_step
@@ -85,7 +86,7 @@ def inject_oom(step: int) -> None:
             )
         return real_step(self, batch, batch_idx)
 
-    ImageClassifier.training_step = training_step
+    patch(ImageClassifier, "training_step", training_step)
 
 
 def main() -> int:

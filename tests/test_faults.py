@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.conftest import make_folder
+from tests.faults import inject_into_saves, inject_oom
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -67,20 +68,24 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["out of memory", "disk full", "unwritable run folder", "missing package"])
 def test_a_fault_of_the_machine_is_one_line_and_leaves_nothing_that_looks_complete(
-    case, folder, trained_ckpt
+    case, folder, trained_ckpt, run_zoo, monkeypatch, capsys
 ):
+    """In-process through zoo.cli.main, the faults injected as in tests/faults.py and undone afterwards."""
     runs = folder / "runs"
+    capsys.readouterr()
     if case == "out of memory":  # at the first step: no checkpoint yet, so no run folder is left either
-        rc, err = zoo(folder, *CNN, fault="oom:0")
+        inject_oom(0, patch=monkeypatch.setattr)
+        rc, _ = run_zoo(*CNN)
+        err = capsys.readouterr().err
         assert "out of memory (DefaultCPUAllocator" in one_error_line(err)
         assert "--data.batch_size" in err and "--trainer.precision" in err
         assert not list(runs.rglob("version_*")), "a run that saved nothing is removed"
     elif case == "disk full":  # while writing epoch 2's last.ckpt
-        rc, err = zoo(folder, *CNN, "--trainer.max_epochs", "3", fault="enospc-in-save:last.ckpt:2")
-        line = one_error_line(err)
+        inject_into_saves("enospc-in-save", "last.ckpt", 2, patch=monkeypatch.setattr)
+        rc, _ = run_zoo(*CNN, "--trainer.max_epochs", "3")
+        line = one_error_line(capsys.readouterr().err)
         assert "disk full while writing checkpoint" in line and "the previous last.ckpt is intact" in line
         last = next(runs.rglob("last.ckpt"))
         assert torch.load(last, weights_only=True)["epoch"] == 0  # epoch 1's, whole
@@ -88,18 +93,21 @@ def test_a_fault_of_the_machine_is_one_line_and_leaves_nothing_that_looks_comple
     elif case == "unwritable run folder":
         if not Path("/sys").is_dir():
             pytest.skip("needs Linux's /sys, where nobody (root included) may create a folder")
-        rc, err = zoo(folder, *CNN, "--runs_dir", "/sys/zoo-runs")
-        assert "/sys/zoo-runs; fix its permissions, or choose another --runs_dir" in one_error_line(err)
-    else:  # ONNX export needs onnxscript to write and onnxruntime to check the file
-        for package in ("onnxscript", "onnxruntime"):
-            out = folder / f"without_{package}.onnx"
-            args = ["export", "--checkpoint", str(trained_ckpt), "--format", "onnx", "--output", str(out)]
-            rc, err = zoo(folder, *args, fault=f"missing:{package}")
-            assert (
-                f"needs the Python package '{package}'" in one_error_line(err)
-                and f"pip install {package}" in err
-            )
-            assert not list(folder.glob("without_*")), "an unchecked export is not left looking finished"
+        rc, _ = run_zoo(*CNN, "--runs_dir", "/sys/zoo-runs")
+        line = one_error_line(capsys.readouterr().err)
+        assert "/sys/zoo-runs; fix its permissions, or choose another --runs_dir" in line
+    else:  # ONNX export needs onnxruntime to check the file it wrote
+        monkeypatch.setitem(
+            sys.modules, "onnxruntime", None
+        )  # `import onnxruntime` fails as when not installed
+        out = folder / "model.onnx"
+        rc, _ = run_zoo("export", "--checkpoint", trained_ckpt, "--format", "onnx", "--output", out)
+        err = capsys.readouterr().err
+        assert (
+            "needs the Python package 'onnxruntime'" in one_error_line(err)
+            and "pip install onnxruntime" in err
+        )
+        assert not list(folder.glob("model.onnx*")), "an unchecked export is not left looking finished"
     assert rc == 2
 
 

@@ -17,7 +17,7 @@ from zoo.errors import ZooError
 
 
 def attach(dm: ImageFolderDataModule, run_dir: Path) -> ImageFolderDataModule:
-    dm.trainer = SimpleNamespace(default_root_dir=str(run_dir))  # what a Trainer gives the data module
+    dm.trainer = SimpleNamespace(default_root_dir=str(run_dir), is_global_zero=True)  # what a Trainer gives
     return dm
 
 
