@@ -92,3 +92,21 @@ class HangAt(L.Callback):
             end = time.monotonic() + 600
             while not trainer.received_sigterm and time.monotonic() < end:
                 time.sleep(0.05)
+
+
+class LastCheckpointProbe(L.Callback):
+    """Records, at each training batch's start, the global step saved in <run>/checkpoints/last.ckpt (-1: none)."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.seen: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        from pathlib import Path
+
+        import torch
+
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        self.seen.append(torch.load(last, weights_only=True)["global_step"] if last.is_file() else -1)
+        with open(self.out, "w") as f:
+            json.dump(self.seen, f)

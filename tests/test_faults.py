@@ -205,3 +205,15 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_ends_on_the_same_step(
     assert rc == 0, err
     resumed = torch.load(folder / "runs/cnn/version_1/checkpoints/last.ckpt", weights_only=True)
     assert resumed["global_step"] == 3 * 3 and resumed["epoch"] == 2  # as an uninterrupted run: 3 epochs x 3
+
+
+def test_a_time_based_last_checkpoint_is_written_mid_epoch(folder, run_zoo):
+    """docs/reliability.md's recipe for long epochs: last.ckpt every N seconds, so a kill loses at most N."""
+    probe = folder / "seen.json"
+    timed = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath=<run_dir>/checkpoints",
+             "--trainer.callbacks.filename=last", "--trainer.callbacks.enable_version_counter=false",
+             "--trainer.callbacks.train_time_interval=0:00:00.01",
+             "--trainer.callbacks+=tests.helpers.LastCheckpointProbe", f"--trainer.callbacks.out={probe}"]  # fmt: skip
+    assert run_zoo(*CNN, "--data.batch_size", "2", "--trainer.max_epochs", "1", *timed)[0] == 0
+    seen = json.loads(probe.read_text())  # one epoch of 12 steps: no epoch-end save happened yet
+    assert seen[0] == -1 and 0 < max(seen) < len(seen), seen
