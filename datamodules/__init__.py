@@ -19,6 +19,7 @@ _WHERE = {
     "FashionMNISTDataModule": "datamodules.fashion_mnist",
     "ImageFolderDataModule": "datamodules.folder",
     "sample_root": "datamodules.folder",
+    "ShardDataModule": "datamodules.shards",
 }
 __all__ = sorted(_WHERE)
 
