@@ -71,7 +71,7 @@ class RunReport(L.Callback):
         data = trainer.datamodule
         sizes = {name: len(split.labels) for name, split in getattr(data, "splits", {}).items()}
         params = sum(p.numel() for p in pl_module.parameters())
-        images = ", ".join(f"{n:,} {name}" for name, n in sizes.items())
+        images = ", ".join(f"{n:,} {name}" for name, n in sizes.items()) or "streamed"  # shards: no count
         console.print(
             f"[bold]fit[/] {type(pl_module.net).__name__} ({_fmt_count(params)} parameters): "
             f"{len(pl_module.hparams['class_names'])} classes, {images} images at {pl_module.hparams['image_size']} px"
