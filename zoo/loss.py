@@ -12,12 +12,20 @@ import torch
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
+from zoo.errors import ZooError
+
 _soft_target_ce = SoftTargetCrossEntropy()
 
 
 def balanced_weights(datamodule: Any, num_classes: int) -> torch.Tensor:
     """n / (classes * n_class) per class of the training split (sklearn's "balanced"); absent classes get 0."""
-    labels = torch.as_tensor(datamodule.splits["train"].labels)
+    split = getattr(datamodule, "splits", {}).get("train")
+    if split is None:  # streamed shards: the labels are not known before the epoch runs
+        raise ZooError(
+            f"--model.class_weights balanced needs the training labels up front, which {type(datamodule).__name__} "
+            "does not have; train from an image folder (--data.root) to weigh the classes"
+        )
+    labels = torch.as_tensor(split.labels)
     counts = torch.bincount(labels, minlength=num_classes).float()
     return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros(()))
 

@@ -17,6 +17,8 @@ from datamodules.shards import ShardDataModule, split_by_rank, write_shards  # n
 from tests.conftest import FAST, make_folder  # noqa: E402
 from zoo.errors import ZooError  # noqa: E402
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 
 def _digest(image: torch.Tensor) -> str:
     return hashlib.sha1(image.contiguous().numpy().tobytes()).hexdigest()
@@ -114,3 +116,14 @@ def test_zoo_fit_trains_from_file_urls_and_predict_uses_the_checkpoint(run_zoo, 
     assert rc == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 10 and all(row["topk"][0]["label"] in hparams["class_names"] for row in rows)
+
+
+def test_balanced_class_weights_with_shards_is_one_line(tmp_path, run_zoo, capsys):
+    make_folder(tmp_path / "imgs", n=10)
+    write_shards(tmp_path / "imgs", tmp_path / "shards", shard_size=5)
+    args = ["fit", "--config", CONFIGS / "cnn.yaml", "--data.class_path", "datamodules.ShardDataModule",
+            "--data.init_args.urls", f"{tmp_path / 'shards'}/", "--model.class_weights", "balanced", *FAST,
+            "--trainer.logger", "false"]  # fmt: skip
+    capsys.readouterr()
+    assert run_zoo(*args)[0] == 2
+    assert "--model.class_weights balanced needs the training labels up front" in capsys.readouterr().err
