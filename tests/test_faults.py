@@ -112,7 +112,9 @@ def test_a_fault_of_the_machine_is_one_line_and_leaves_nothing_that_looks_comple
 
 
 @pytest.mark.slow
-def test_a_kill_in_the_middle_of_a_save_keeps_the_previous_checkpoint_and_the_run_resumes(folder):
+def test_a_kill_in_the_middle_of_a_save_keeps_the_previous_checkpoint_and_the_run_resumes(
+    folder, run_zoo, capsys
+):
     """The partial file lives beside the checkpoint (one rename makes it whole), never in $TMPDIR: a move from
     another filesystem, as Lightning's default does, is a copy that a kill can cut short."""
     tmpdir, marker = folder / "tmpdir", folder / "saving"
@@ -128,9 +130,9 @@ def test_a_kill_in_the_middle_of_a_save_keeps_the_previous_checkpoint_and_the_ru
     assert not [p for p in tmpdir.rglob("*") if p.is_file()]  # (W&B and torch make empty folders there)
     assert torch.load(last, weights_only=True)["epoch"] == 0  # epoch 1's checkpoint, whole
 
-    rc, err = zoo(folder, *args, "--ckpt_path", "last")
-    assert rc == 0, err
-    assert "resuming runs/cnn/version_0/checkpoints/last.ckpt at epoch 2" in err
+    capsys.readouterr()
+    assert run_zoo(*args, "--ckpt_path", "last")[0] == 0  # in-process: the resume needs no fault
+    assert "resuming runs/cnn/version_0/checkpoints/last.ckpt at epoch 2" in capsys.readouterr().err
     resumed = torch.load(folder / "runs/cnn/version_1/checkpoints/last.ckpt", weights_only=True)
     assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3  # 24 images / batch 8: 3 steps an epoch
 
@@ -149,7 +151,7 @@ def _state(ckpt: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_run(folder):
+def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_run(folder, run_zoo, capsys):
     """Fine-tuning with a frozen first epoch, a one-cycle schedule and a W&B run: killed in epoch 2."""
     images = make_folder(folder / "images3", n=16)
     probe = folder / "probe.json"
@@ -157,8 +159,9 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
             "--model.backbone", "resnet10t", "--model.pretrained", "false", "--model.freeze_epochs", "1",
             "--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "8",
             "--trainer.max_epochs", "3", "--doctor", "false"]  # fmt: skip
-    rc, err = zoo(folder, *args, "--experiment", "whole")
-    assert rc == 0, err
+    assert run_zoo(*args, "--experiment", "whole")[0] == 0, (
+        capsys.readouterr().err
+    )  # in-process, as the resume
     whole = _state(next((folder / "runs/whole").rglob("last.ckpt")))
 
     marker = folder / "hung"
@@ -172,8 +175,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
     assert killed["epoch"] == 0 and int(marker.read_text()) > killed["global_step"]  # killed mid-epoch 2
 
     freeze = ["--trainer.callbacks+=tests.helpers.FreezeProbe", f"--trainer.callbacks.out={probe}"]
-    rc, err = zoo(folder, *args, *freeze, "--ckpt_path", "last")
-    assert rc == 0, err
+    assert run_zoo(*args, *freeze, "--ckpt_path", "last")[0] == 0, capsys.readouterr().err
     resumed = _state(folder / "runs/resnet18_finetune/version_1/checkpoints/last.ckpt")
     assert resumed["global_step"] == whole["global_step"] and resumed["epoch"] == whole["epoch"] == 2
     assert resumed["scheduler_step"] == whole["scheduler_step"]  # the schedule's position...
@@ -185,7 +187,7 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_finishes_like_an_uninterrupted_ru
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_ends_on_the_same_step(folder):
+def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_ends_on_the_same_step(folder, run_zoo):
     """`docker stop`, a preempted cloud machine or Kubernetes send SIGTERM: handled like Ctrl-C."""
     marker = folder / "hung"
     args = [*CNN, "--trainer.max_epochs", "3"]
@@ -201,8 +203,7 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_resume_ends_on_the_same_step(
     saved = torch.load(folder / "runs/cnn/version_0/checkpoints/last.ckpt", weights_only=True)
     assert saved["global_step"] == 5  # mid-epoch: Lightning stops after the batch it is in (3 + 2)
 
-    rc, err = zoo(folder, *args, "--ckpt_path", "last")
-    assert rc == 0, err
+    assert run_zoo(*args, "--ckpt_path", "last")[0] == 0
     resumed = torch.load(folder / "runs/cnn/version_1/checkpoints/last.ckpt", weights_only=True)
     assert resumed["global_step"] == 3 * 3 and resumed["epoch"] == 2  # as an uninterrupted run: 3 epochs x 3
 
