@@ -16,6 +16,7 @@ from PIL import Image
 
 from datamodules.images import decode_side, list_images, load_image, to_array
 from datamodules.transforms import eval_transform
+from zoo.atomic import written_beside
 from zoo.checkpoint import load_checkpoint, model_card
 from zoo.errors import ZooError
 
@@ -157,7 +158,11 @@ class EarlierRun:
     top_k: set[int] = field(default_factory=set)
     retried: int = 0  # error rows dropped, so that their files are tried again
     partial: bool = False  # a half-written last line (the run was killed mid-write), dropped
-    rewrite: bool = False  # FILE holds more than `kept`: it is rewritten to `kept` before appending
+
+    @property
+    def rewrite(self) -> bool:
+        """FILE holds more than `kept`: it is rewritten to `kept` before appending."""
+        return self.partial or self.retried > 0
 
     def is_done(self, path: Path) -> bool:
         return os.path.abspath(path) in self.done
@@ -187,7 +192,7 @@ def read_predictions(output: Path) -> EarlierRun:
     """
     data = output.read_bytes()
     tail = data.rpartition(b"\n")[2]  # after the last newline: a line cut off mid-write
-    earlier = EarlierRun(output, partial=bool(tail), rewrite=bool(tail))
+    earlier = EarlierRun(output, partial=bool(tail))
     try:
         text = data[: len(data) - len(tail)].decode("utf-8")
     except UnicodeDecodeError:
@@ -209,7 +214,6 @@ def read_predictions(output: Path) -> EarlierRun:
             )
         if "error" in row:
             earlier.retried += 1
-            earlier.rewrite = True
             continue
         earlier.kept.append(line)
         earlier.done.add(os.path.abspath(row["path"]))
@@ -256,9 +260,8 @@ def write_predictions(
     stream = stream or sys.stdout
     if output and earlier and earlier.rewrite:
         # Written beside it and renamed over it: a kill here leaves the old file or the new one, whole.
-        staging = output.with_name(f"{output.name}.partial")
-        staging.write_text("".join(earlier.kept), encoding="utf-8", newline="")
-        os.replace(staging, output)
+        with written_beside(output) as staging:
+            staging.write_text("".join(earlier.kept), encoding="utf-8", newline="")
     handle = open(output, "a" if earlier else "w", newline="", encoding="utf-8") if output else stream  # noqa: SIM115 - closed below
     try:
         writer = None

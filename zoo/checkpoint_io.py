@@ -18,9 +18,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from zoo.atomic import written_beside
 from zoo.errors import ZooError
-
-PARTIAL = ".partial"  # a checkpoint being written; never a name that looks complete (*.ckpt)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -32,17 +31,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # s3://, gs://: the object store's own upload is all or nothing
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        partial = path.with_name(path.name + PARTIAL)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as f:  # streamed: no second copy of the checkpoint in memory
-                torch.save(checkpoint, f)
+            with written_beside(path) as partial, open(partial, "wb") as f:
+                torch.save(checkpoint, f)  # streamed: no second copy of the checkpoint in memory
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(partial, path)
             _fsync_folder(path.parent)  # the rename itself survives a power cut
-        except BaseException as err:  # a kill (KeyboardInterrupt) too: no partial file is left behind
-            partial.unlink(missing_ok=True)
+        except BaseException as err:  # written_beside has removed the partial file
             fault = checkpoint_write_error(path, err)
             if fault is None:
                 raise

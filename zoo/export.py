@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.atomic import written_beside
 from zoo.checkpoint import model_card
 from zoo.classifier import ImageClassifier
 from zoo.console import info
@@ -74,8 +74,7 @@ def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
     example = torch.rand(2, card["channels"], card["image_size"], card["image_size"])
     # Written beside the target and renamed once checked: a failed or killed export leaves no file that looks
     # finished, and an export over an older one (--overwrite) replaces it only when the new one is good.
-    partial = output.with_name(output.name + ".partial")
-    try:
+    with written_beside(output) as partial:
         if fmt == "onnx":
             _export_onnx(module, example, partial, card, check_images(model))
         elif fmt == "torchscript":
@@ -85,9 +84,6 @@ def export(model: ImageClassifier, fmt: str, output: Path) -> dict:
 
             state = {k: v.contiguous() for k, v in model.net.state_dict().items()}
             save_file(state, str(partial), metadata={"zoo": json.dumps(card)})
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
     Path(f"{output}.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
