@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import zoo
 from zoo.classifier import ImageClassifier
 from zoo.errors import ZooError
 from zoo.registry import get_family
-from zoo.weights import first_line, pickled_object_message
+from zoo.weights import first_line, load_tensors_only
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> ImageClassifier:
@@ -35,12 +34,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is an exported model, not a checkpoint; pass the .ckpt it was exported from "
             "(runs/<experiment>/<version>/checkpoints/best.ckpt)"
         )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ZooError(pickled_object_message(path, "checkpoint")) from err
-    except Exception as err:
-        raise ZooError(f"cannot read checkpoint {path}: {first_line(err)}") from err
+    ckpt = load_tensors_only(path, "checkpoint", "checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or "zoo" not in ckpt or "state_dict" not in ckpt:
         raise ZooError(f"{path} is not a zoo checkpoint (no 'zoo' block); train it with `zoo fit`")
     made_by = ckpt["zoo"].get("version", "an unknown version")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -34,7 +32,7 @@ from zoo.runs import (
     run_dir_of,
     wandb_offline,
 )
-from zoo.weights import check_weights_path, first_line, pickled_object_message
+from zoo.weights import check_weights_path, load_tensors_only
 
 LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation")
 
@@ -284,12 +282,7 @@ class ZooCLI(LightningCLI):
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's top level, weights-only (mmap: tensors stay on disk until used)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:  # refused, without running the pickle's code
-        raise ZooError(pickled_object_message(path, "--ckpt_path")) from err
-    except Exception as err:
-        raise ZooError(f"cannot read checkpoint {path}: {first_line(err)}") from err
+    return load_tensors_only(path, "--ckpt_path", "checkpoint", mmap=True)
 
 
 def _fill_data_defaults(cfg: Any) -> None:

@@ -6,6 +6,7 @@ import difflib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -54,6 +55,26 @@ def first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
+def load_tensors_only(path: Path, option: str, what: str, **kwargs: Any) -> Any:
+    """torch.load(weights_only=True): a file whose pickle would run code is refused without running it.
+
+    Args:
+        option: how the user named the file (`--ckpt_path`, `--model.weights`, `checkpoint`), for the error.
+        what: what it should be, for a file torch cannot read ("checkpoint", "weights from").
+        kwargs: more torch.load arguments (map_location, default "cpu"; mmap).
+
+    Raises:
+        ZooError: one line, for a pickle of Python objects or a file torch cannot read.
+    """
+    kwargs.setdefault("map_location", "cpu")
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as err:
+        raise ZooError(pickled_object_message(path, option)) from err
+    except Exception as err:
+        raise ZooError(f"cannot read {what} {path}: {first_line(err)}") from err
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """Tensors from a .safetensors, .pth/.pt/.bin or zoo/Lightning .ckpt file (weights only, no code).
 
@@ -61,16 +82,14 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str
         The state dict and, for a zoo checkpoint, the class names it was trained on.
     """
     path = check_weights_path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path)), None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ZooError(pickled_object_message(path, "--model.weights")) from err
-    except Exception as err:
-        raise ZooError(f"cannot read weights from {path}: {first_line(err)}") from err
+        except Exception as err:
+            raise ZooError(f"cannot read weights from {path}: {first_line(err)}") from err
+    state = load_tensors_only(path, "--model.weights", "weights from")
     class_names = None
     if isinstance(state, dict) and isinstance(state.get("hyper_parameters"), dict):
         class_names = state["hyper_parameters"].get("class_names")
