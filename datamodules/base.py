@@ -38,6 +38,29 @@ class Split:
     labels: np.ndarray  # (N,) int64
 
 
+def seed_transform(transform, seeded_with: int | None) -> int:
+    """Seed an albumentations pipeline from torch's seed for this process (a loader worker's differs per
+    worker), unless it already is; returns the seed in use.
+
+    albumentations 2 draws from its own generator, seeded from OS entropy unless told otherwise, so
+    `seed_everything` alone leaves augmentation, and so every run, unrepeatable. A worker's torch seed
+    comes from the main process's seeded RNG, so it is repeatable and differs between workers.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed if info is not None else torch.initial_seed()
+    if seed != seeded_with:
+        transform.set_random_seed(seed % 2**32)
+    return seed
+
+
+def warn_bad_files(bad: list[str], where: str = "") -> None:
+    """One warning listing (the first 20 of) the image files that could not be decoded."""
+    shown = "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
+    warnings.warn(
+        f"skipping {len(bad)} image file(s) that cannot be decoded{where}:\n  {shown}", stacklevel=3
+    )
+
+
 class ImageDataset(Dataset):
     """Images held in RAM or read from disk on access, each run through an albumentations pipeline.
 
@@ -54,21 +77,8 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split.labels)
 
-    def _seed_transform(self) -> None:
-        """Seed albumentations from torch's seed for this process (a loader worker's differs per worker).
-
-        albumentations 2 draws from its own generator, seeded from OS entropy unless told otherwise, so
-        `seed_everything` alone leaves augmentation, and so every run, unrepeatable. A worker's torch seed
-        comes from the main process's seeded RNG, so it is repeatable and differs between workers.
-        """
-        info = torch.utils.data.get_worker_info()
-        seed = info.seed if info is not None else torch.initial_seed()
-        if seed != self.seeded_with:
-            self.transform.set_random_seed(seed % 2**32)
-            self.seeded_with = seed
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        self._seed_transform()
+        self.seeded_with = seed_transform(self.transform, self.seeded_with)
         item = self.split.items[index]
         image = item if isinstance(item, np.ndarray) else load_image(item, self.channels, self.min_side)
         return self.transform(image=image)["image"], int(self.split.labels[index])  # (C, H, W) uint8
@@ -277,21 +287,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 f"{len(bad)} image file(s) cannot be decoded, e.g. {bad[0]}{where}; "
                 "fix or remove them, or drop --data.strict to skip them"
             )
-        shown = "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
-        warnings.warn(
-            f"skipping {len(bad)} image file(s) that cannot be decoded{where}:\n  {shown}", stacklevel=2
-        )
+        warn_bad_files(bad, where)
 
     # --- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, train: bool, persistent: bool = True, shard: bool = True) -> DataLoader:
         if split not in self.splits:
             raise ZooError(f"this data set has no {split!r} split; {self._missing_split_hint(split)}")
-        transform = (
-            train_transform(self.image_size, self.channels, self.augment, self.hflip, self.interpolation)
-            if train
-            else eval_transform(self.image_size, self.interpolation)
+        dataset = ImageDataset(
+            self.splits[split], self.transform(train), self.channels, decode_side(self.image_size)
         )
-        dataset = ImageDataset(self.splits[split], transform, self.channels, decode_side(self.image_size))
         sampler = (
             balanced_sampler(self.splits[split].labels) if train and self.sampler == "balanced" else None
         )
@@ -309,6 +313,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
             persistent_workers=persistent and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def transform(self, train: bool):
+        """The albumentations pipeline of training (the augmentation preset) or of evaluation."""
+        if train:
+            return train_transform(
+                self.image_size, self.channels, self.augment, self.hflip, self.interpolation
+            )
+        return eval_transform(self.image_size, self.interpolation)
 
     def _missing_split_hint(self, split: str) -> str:
         return "use a data set that has one"

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from datamodules.base import ImageClassificationDataModule, Sampler
+from datamodules.base import ImageClassificationDataModule, Sampler, seed_transform, warn_bad_files
 from datamodules.images import IMG_EXTENSIONS, decode_side, load_image
-from datamodules.transforms import Augment, Interpolation, eval_transform, train_transform
+from datamodules.transforms import Augment, Interpolation
 from zoo.errors import ZooError
 
 INDEX = "dataset.json"
@@ -102,8 +102,7 @@ def write_shards(
             counts[shard] = len(chunk)
         splits[name] = counts
     if bad:
-        shown = "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else "")
-        warnings.warn(f"skipped {len(bad)} image file(s) that cannot be decoded:\n  {shown}", stacklevel=2)
+        warn_bad_files(bad)
     index = {
         "class_names": source.class_names,
         "image_size": source.image_size,
@@ -156,11 +155,7 @@ class _Decode:
         self.seeded_with: int | None = None
 
     def __call__(self, sample: dict) -> tuple[torch.Tensor, int]:
-        info = torch.utils.data.get_worker_info()  # as ImageDataset._seed_transform: repeatable, per worker
-        seed = info.seed if info is not None else torch.initial_seed()
-        if seed != self.seeded_with:
-            self.transform.set_random_seed(seed % 2**32)
-            self.seeded_with = seed
+        self.seeded_with = seed_transform(self.transform, self.seeded_with)  # repeatable, per worker
         key = next((k for k in _IMAGE_KEYS if k in sample), None)
         if key is None or "cls" not in sample:
             raise ZooError(
@@ -341,11 +336,7 @@ class ShardDataModule(ImageClassificationDataModule):
                 stacklevel=2,
             )
         seed = torch.initial_seed() % 2**31  # seed_everything's: the same run shuffles the same way
-        transform = (
-            train_transform(self.image_size, self.channels, self.augment, self.hflip, self.interpolation)
-            if train
-            else eval_transform(self.image_size, self.interpolation)
-        )
+        transform = self.transform(train)
         stages = [wds.SimpleShardList(shards), _by_rank(rank, world_size), wds.split_by_worker]
         if train:  # detshuffle: seed + epoch, so each epoch reads the shards in another, repeatable order
             stages.append(wds.detshuffle(len(shards), seed=seed))
