@@ -35,8 +35,8 @@ def crafted(tmp_path: Path, trained_ckpt: Path) -> tuple[Path, Path]:
     return path, marker
 
 
-def commands(ckpt: Path, image_folder: Path, tmp_path: Path) -> dict[str, list]:
-    fit = [
+def fit_args(image_folder: Path) -> list:
+    return [
         "fit",
         "--config",
         CONFIGS / "cnn.yaml",
@@ -46,6 +46,10 @@ def commands(ckpt: Path, image_folder: Path, tmp_path: Path) -> dict[str, list]:
         "--trainer.logger",
         "false",
     ]
+
+
+def commands(ckpt: Path, image_folder: Path, tmp_path: Path) -> dict[str, list]:
+    fit = fit_args(image_folder)
     return {
         "predict": ["predict", "--checkpoint", ckpt, image_folder],
         "app": ["app", "--checkpoint", ckpt, "--port", "7999"],
@@ -97,16 +101,7 @@ def test_a_checkpoint_from_another_zoo_version_or_not_from_zoo_is_one_line(
     del ckpt["zoo"]  # what Lightning alone writes
     lightning_only = tmp_path / "lightning.ckpt"
     torch.save(ckpt, lightning_only)
-    fit = [
-        "fit",
-        "--config",
-        CONFIGS / "cnn.yaml",
-        "--data.root",
-        image_folder,
-        *FAST,
-        "--trainer.logger",
-        "false",
-    ]
+    fit = fit_args(image_folder)
     assert run_zoo(*fit, "--trainer.max_epochs", 9, "--ckpt_path", lightning_only)[0] == 2
     assert f"--ckpt_path {lightning_only} is not a zoo checkpoint" in capsys.readouterr().err
     assert run_zoo("predict", "--checkpoint", lightning_only, image_folder)[0] == 2

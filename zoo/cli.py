@@ -413,8 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         error(str(user_error))
         return 2
     except SystemExit as exit_:  # argparse/jsonargparse exit after --help; Lightning after Ctrl-C
-        if _interrupted():  # Ctrl-C or SIGTERM in a fit: zoo.progress saved last.ckpt and printed the resume
-            return _interrupted()
+        if (
+            code := _interrupted()
+        ):  # Ctrl-C or SIGTERM in a fit: zoo.progress saved last.ckpt, printed the resume
+            return code
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     except KeyboardInterrupt:
         console.print("\n[bold yellow]interrupted[/]")
