@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import lightning as L
+import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -110,3 +111,40 @@ class LastCheckpointProbe(L.Callback):
         self.seen.append(torch.load(last, weights_only=True)["global_step"] if last.is_file() else -1)
         with open(self.out, "w") as f:
             json.dump(self.seen, f)
+
+
+class RewindProbe(L.Callback):
+    """Checks, when each lottery-ticket round starts, that the net was rewound to its first epoch's weights.
+
+    Writes {"rounds_checked": N, "mismatches": [...], "trained_differs": bool} to `out`.
+    """
+
+    def __init__(self, out: str, round_epochs: int = 1) -> None:
+        self.out, self.round_epochs = out, round_epochs
+        self.start: dict | None = None
+        self.result = {"rounds_checked": 0, "mismatches": [], "trained_differs": False}
+
+    def on_train_epoch_start(
+        self, trainer, pl_module
+    ) -> None:  # runs after LotteryTicket's (added before it)
+        net = pl_module.net
+        if self.start is None:
+            self.start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            return
+        state = net.state_dict()
+        if trainer.current_epoch % self.round_epochs:
+            return
+        self.result["rounds_checked"] += 1
+        for key, value in state.items():
+            if key.endswith("_mask"):
+                continue
+            plain = key.removesuffix("_orig")
+            if not torch.equal(value.cpu(), self.start[plain].cpu()):
+                self.result["mismatches"].append(plain)
+        with open(self.out, "w") as f:
+            json.dump(self.result, f)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:
+            state = pl_module.net.state_dict()
+            self.result["trained_differs"] = any(not torch.equal(state[k], v) for k, v in self.start.items())

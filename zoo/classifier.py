@@ -337,7 +337,9 @@ class ImageClassifier(L.LightningModule):
         per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
         names = ScheduleConfig.__dataclass_fields__
         cfg = ScheduleConfig(**{k: h[k] for k in names if h[k] is not None})  # milestones None: the default
-        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, cfg, per_epoch, total)}
+        # zoo.pruning.LotteryTicket trains in rounds: the schedule restarts with each (plateau goes on)
+        rounds = getattr(self, "schedule_rounds", 1)
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, cfg, per_epoch, total, rounds)}
 
     def _step_plateau(self, val_loss: torch.Tensor) -> None:
         """Step reduce-on-plateau here, before the epoch's checkpoints are written.

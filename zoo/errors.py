@@ -13,6 +13,10 @@ class ZooError(Exception):
     """A problem the user can fix (bad path, bad option); the message says what, where and how."""
 
 
+class Diverged(ZooError):
+    """The training loss became NaN or infinite (a user's lr too high; in `zoo tune`, a failed trial)."""
+
+
 class VerbParser(argparse.ArgumentParser):
     """argparse for `zoo predict/export/app/models`: a mistake is one `zoo: error:` line, not usage + error."""
 

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.console import console
-from zoo.errors import ZooError
+from zoo.errors import Diverged
 
 # Exit codes of runs stopped in this process: 130 after Ctrl-C, 143 after SIGTERM (`docker stop`, a preempted
 # cloud machine, Kubernetes), as the shell reports a process those signals end.
@@ -111,7 +111,7 @@ class RunReport(L.Callback):
             saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
             lr = getattr(pl_module, "lr", None)
             lower = f" (e.g. --model.lr {float(lr) / 10:.2g})" if isinstance(lr, (int, float)) else ""
-            raise ZooError(
+            raise Diverged(
                 f"the training loss became {float(loss)} at epoch {trainer.current_epoch + 1}, step "
                 f"{trainer.global_step}; {saved}; lower the learning rate{lower} or train in fp32 "
                 "(--trainer.precision 32-true)"
@@ -145,7 +145,7 @@ class RunReport(L.Callback):
         for key, name in (("train/loss_epoch", "loss"), ("val/loss", "val/loss"), ("val/acc", "val/acc")):
             if row.get(key) is not None:
                 parts.append(f"{name} {row[key]:.3f}")
-        earlier = [r["val/acc"] for r in self.history[:-1] if r.get("val/acc") is not None]
+        earlier = [r["val/acc"] for r in _scored(trainer, self.history[:-1])]
         if self.best_before_resume is not None:
             earlier.append(self.best_before_resume)
         # strictly better, as best.ckpt is only replaced by a strictly better epoch
@@ -191,7 +191,7 @@ class RunReport(L.Callback):
     def summary(self, trainer: L.Trainer, best_path: str | None) -> None:
         """The closing lines: best epoch and its metrics, time and speed, where things are, what next."""
         elapsed = time.perf_counter() - self.fit_start
-        scored = [r for r in self.history if r.get("val/acc") is not None]
+        scored = _scored(trainer, self.history)
         speed = self.train_images / self.train_seconds if self.train_seconds > 0 else math.nan
         early = trainer.should_stop and trainer.max_epochs and trainer.current_epoch < trainer.max_epochs
         console.print(
@@ -220,6 +220,13 @@ class RunReport(L.Callback):
                 f"zoo export --checkpoint {ckpt} --format onnx",
             ):
                 console.print(f"  {command}")
+
+
+def _scored(trainer: L.Trainer, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epochs that compete for best: a callback that restarts the race (zoo.pruning.LotteryTicket's rounds)
+    says from which epoch it counts."""
+    since = max((getattr(c, "scored_from_epoch", 1) for c in trainer.callbacks), default=1)
+    return [r for r in history if r.get("val/acc") is not None and r["epoch"] >= since]
 
 
 def _stopper(trainer: L.Trainer) -> str:

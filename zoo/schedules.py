@@ -77,9 +77,12 @@ def lr_factor(step: int, cfg: ScheduleConfig, steps_per_epoch: int, total: int) 
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total: int
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, total: int, rounds: int = 1
 ) -> dict[str, Any]:
-    """Lightning's lr_scheduler config for `cfg` (a constant lr without warm-up needs none: see the caller)."""
+    """Lightning's lr_scheduler config for `cfg` (a constant lr without warm-up needs none: see the caller).
+
+    With `rounds` > 1 the `total` steps are cut into that many equal rounds and the shape restarts with each.
+    """
     if cfg.scheduler == "plateau":
         # torch's ReduceLROnPlateau, run by Lightning once per epoch on val/loss; its state (best, bad
         # epochs) is saved in checkpoints, so a resumed run keeps counting where it stopped.
@@ -87,7 +90,8 @@ def build_scheduler(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
         )
         return {"scheduler": plateau, "interval": "epoch", "monitor": "val/loss", "strict": True}
+    length = max(1, total // rounds)
     shape = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, cfg, steps_per_epoch, total)
+        optimizer, lambda step: lr_factor(step % length if rounds > 1 else step, cfg, steps_per_epoch, length)
     )
     return {"scheduler": shape, "interval": "step"}
