@@ -148,3 +148,18 @@ class RewindProbe(L.Callback):
         if trainer.current_epoch == 0:
             state = pl_module.net.state_dict()
             self.result["trained_differs"] = any(not torch.equal(state[k], v) for k, v in self.start.items())
+
+
+class WandbGroupProbe(L.Callback):
+    """Appends `group:run id` of the W&B run a fit logs to, to `out`, when fitting ends."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                with open(self.out, "a") as f:
+                    f.write(f"{logger.experiment.group}:{logger.experiment.id}\n")

@@ -19,6 +19,7 @@ VERBS = {
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
     "lr-find": "run the learning-rate range test and print the suggested lr",
     "batch-size-find": "find the largest batch size that fits in memory (Lightning's finder) and print it",
+    "tune": "search hyper-parameters with Optuna (random or TPE, Hyperband pruning, resumable); writes best.yaml",
     "evaluate": "per-class metrics, confusion matrix, calibration and top losses of a checkpoint, and report.html",
     "calibrate": "fit temperature scaling on the validation split; saves a calibrated copy of the checkpoint",
     "predict": "top-k predictions for image files/folders as JSON lines (--checkpoint, .ckpt or .onnx)",
@@ -60,6 +61,71 @@ def batch_size_main(args: list[str]) -> None:
     cli = ZooCLI(args=[*args, *ONE_PROCESS], run=False, wandb=False)
     cli.datamodule.setup("fit")  # the training set's size caps the search
     print(find_batch_size(cli.trainer, cli.model, cli.datamodule, cli.run_dir, cap))
+
+
+def tune_main(args: list[str]) -> int:
+    """`zoo tune`: its own options (below); every other argument is a `zoo fit` option for each trial."""
+    from zoo.tune import PRUNERS, SAMPLERS, TuneOptions
+
+    p = VerbParser(
+        prog="zoo tune",
+        description=VERBS["tune"],
+        epilog="Any other argument is a `zoo fit` option every trial gets, e.g. --config configs/cnn.yaml.",
+    )
+    p.add_argument(
+        "--search",
+        required=True,
+        type=Path,
+        help="YAML: option -> range, e.g. model.lr: {low: 1e-4, high: 0.1, log: true}",
+    )
+    p.add_argument(
+        "--trials", required=True, type=positive_int, help="complete or pruned trials the study should hold"
+    )
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (Bayesian, default) or random")
+    p.add_argument(
+        "--pruner", choices=PRUNERS, default="hyperband", help="stops unpromising trials after an epoch"
+    )
+    p.add_argument("--storage", help="Optuna database URL (default sqlite:///RUNS_DIR/STUDY/study.db); share it to "
+                   "search from several machines")  # fmt: skip
+    p.add_argument(
+        "--study", default="tune", help="the study's name: runs/STUDY/ holds its trials and results"
+    )
+    p.add_argument(
+        "--metric",
+        default="val/acc",
+        help="what to optimise (a metric each validation logs; *loss* is minimised)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="the sampler's seed (each trial's own is --seed_everything)"
+    )
+    a, fit_args = p.parse_known_args(args)
+    runs_dir = "runs"
+    for i, arg in enumerate(fit_args):
+        if arg == "--runs_dir" and i + 1 < len(fit_args):
+            runs_dir = fit_args[i + 1]
+        elif arg.startswith("--runs_dir="):
+            runs_dir = arg.split("=", 1)[1]
+    fit_args = [a for i, a in enumerate(fit_args) if not (a == "--runs_dir" or a.startswith("--runs_dir=") or
+                                                          (i and fit_args[i - 1] == "--runs_dir"))]  # fmt: skip
+    from zoo.tune import tune
+
+    options = TuneOptions(
+        a.search, a.trials, a.sampler, a.pruner, a.storage, a.study, a.metric, a.seed, runs_dir
+    )
+    s = tune(fit_args, options)
+    console.print(
+        f"[bold]study {s['study']}[/]: {s['n_complete']} complete, {s['n_pruned']} pruned, {s['n_failed']} failed; "
+        f"results in {Path(runs_dir) / s['study']}/trials.csv"
+    )
+    if s["best_value"] is None:
+        raise ZooError("no trial completed; see the lines above for why")
+    params = "  ".join(f"--{k} {v}" for k, v in s["best_params"].items())
+    console.print(
+        f"[bold green]best[/] trial {s['best_trial']}: {s['metric']} {s['best_value']:.4f}  {params}"
+    )
+    if s["best_config"]:
+        console.print(f"[bold]train it[/]: zoo fit --config {s['best_config']}")
+    return 0
 
 
 def predict_main(args: list[str]) -> int:
@@ -347,6 +413,7 @@ def print_help() -> None:
 
 
 COMMANDS = {
+    "tune": tune_main,
     "evaluate": evaluate_main,
     "calibrate": calibrate_main,
     "predict": predict_main,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
@@ -40,7 +41,13 @@ LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation
 class ZooCLI(LightningCLI):
     """LightningCLI with zoo's run folders, default loggers/callbacks and the LR finder."""
 
-    def __init__(self, args: list[str] | None = None, run: bool = True, wandb: bool = True) -> None:
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        run: bool = True,
+        wandb: bool = True,
+        extra_callbacks: list[Callback] | None = None,
+    ) -> None:
         # Lightning's info lines ("Seed set to 42", "GPU available: False", tips to install other products,
         # "`Trainer.fit` stopped"): zoo's header and summary say what matters. Warnings still show. (Set
         # here, not before importing lightning: its import resets the level to INFO.)
@@ -49,6 +56,7 @@ class ZooCLI(LightningCLI):
         self.run_dir: Path | None = None
         self._resume: dict[str, Any] | None = None
         self.wandb = wandb  # `zoo lr-find` logs nothing worth a W&B run
+        self.extra_callbacks = extra_callbacks or []  # zoo tune's Optuna pruning callback: not configuration
         super().__init__(
             model_class=ImageClassifier,
             subclass_mode_model=True,
@@ -195,7 +203,7 @@ class ZooCLI(LightningCLI):
             # like Lightning's SaveConfigCallback, so it is added here rather than configured.
             self.report = RunReport(self.run_dir, self.run_dir / "config.yaml", adapt_logging=adapt)
             callbacks.append(self.report)
-        kwargs["callbacks"] = callbacks
+        kwargs["callbacks"] = callbacks + self.extra_callbacks
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO is kept
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # why: zoo/checkpoint_io.py
