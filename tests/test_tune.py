@@ -96,3 +96,12 @@ def test_a_bad_search_file_is_one_line(image_folder, tmp_path, monkeypatch, caps
         assert message in err and "Traceback" not in err, err
     assert main(["tune", "--search", "missing.yaml", "--trials", "2"]) == 2
     assert "--search missing.yaml: no such file" in capsys.readouterr().err
+
+
+def test_the_example_search_space_reads_as_documented():
+    from zoo.tune import read_space
+
+    space = {d.key: d for d in read_space(Path(CNN).parent / "search" / "cnn.yaml")}
+    assert space["model.lr"].log and space["model.lr"].low == 1e-4 and not space["model.lr"].integer
+    assert space["model.optimizer"].choices == ["adamw", "sgd"]
+    assert space["data.batch_size"].choices == [32, 64, 128]
