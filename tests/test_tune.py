@@ -96,6 +96,12 @@ def test_a_bad_search_file_is_one_line(image_folder, tmp_path, monkeypatch, caps
         assert message in err and "Traceback" not in err, err
     assert main(["tune", "--search", "missing.yaml", "--trials", "2"]) == 2
     assert "--search missing.yaml: no such file" in capsys.readouterr().err
+    # A fit option that does not exist stops the search at its first trial, in one line without Optuna's traceback
+    space.write_text("model.lr: [0.01]")
+    assert main(["tune", "--search", str(space), "--trials", "2", "--config", CNN, "--model.lrr", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--model.lrr is not an option of CNNClassifier; did you mean --model.lr?" in err
+    assert "Traceback" not in err and "failed" not in err
 
 
 def test_the_example_search_space_reads_as_documented():

@@ -181,7 +181,8 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     url = o.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     direction = "minimize" if "loss" in o.metric else "maximize"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # zoo prints a line per trial; Optuna's own warnings repeat them (with a traceback for a bad option)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Heartbeats and their retry are marked experimental (since Optuna 2.8): they are what makes a study resume.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     max_epochs = _max_epochs(fit_args)
