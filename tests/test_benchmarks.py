@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -90,3 +91,29 @@ def test_plots_draw_one_png_per_committed_result(tmp_path, monkeypatch):
         assert png.exists(), png
         with Image.open(png) as image:
             assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_pruning_benchmark_prunes_to_the_share_asked_and_measures_the_export(tmp_path):
+    from torch import nn
+
+    from benchmarks.pruning import counts, pruned, sizes
+    from zoo.scratch import CNNClassifier
+
+    model = CNNClassifier(class_names=["a", "b"], image_size=16, channels=1, channels_per_block=[8, 16])
+    sparse = pruned(model, 0.8)
+    weights = [m.weight for m in sparse.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.8, abs=1e-3) and not any(
+        n.endswith("_mask") for n, _ in sparse.named_buffers()
+    )
+    assert (
+        counts(sparse)["parameters"]
+        == counts(model)["parameters"]
+        > counts(model)["nonzero"]
+        > counts(sparse)["nonzero"]
+    )
+    dense, small = sizes(model, tmp_path), sizes(sparse, tmp_path)
+    assert small["safetensors_mb"] == pytest.approx(
+        dense["safetensors_mb"]
+    )  # zeros are stored like any value
+    assert small["gzip_mb"] < dense["gzip_mb"]
