@@ -220,8 +220,10 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
 
 def _max_epochs(fit_args: list[str]) -> int:
     """The trials' --trainer.max_epochs (the pruners' resource): from the command, else the last --config."""
-    for i, arg in enumerate(fit_args[:-1]):
-        if arg == "--trainer.max_epochs":
+    for i, arg in enumerate(fit_args):
+        if arg.startswith("--trainer.max_epochs="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--trainer.max_epochs" and i + 1 < len(fit_args):
             return int(fit_args[i + 1])
     epochs = 10  # ZooCLI's default
     for i, arg in enumerate(fit_args[:-1]):
@@ -242,15 +244,10 @@ class Objective:
 
         params = {d.key: d.sample(trial) for d in self.space}
         monitor = Monitor(trial, self.o.metric)
-        args = [
-            "fit",
-            *self.fit_args,
-            *as_args(params),
-            "--runs_dir",
-            self.o.runs_dir,
-            "--experiment",
-            self.o.study,
-        ]
+        # One process a trial: a DDP launcher would start `zoo tune` again in every process. Parallel trials are
+        # several `zoo tune` commands sharing one --storage (one per GPU: CUDA_VISIBLE_DEVICES).
+        args = ["fit", *self.fit_args, *as_args(params), "--runs_dir", self.o.runs_dir, "--experiment", self.o.study,
+                "--trainer.devices", "1", "--trainer.num_nodes", "1", "--trainer.strategy", "auto"]  # fmt: skip
         start = time.perf_counter()
         state, error = "complete", None
         cli = None
