@@ -84,7 +84,8 @@ class Row:
     args: str
     course: str
     note: str = ""
-    kind: str = "fit"  # "fit", "prune" (one run length per round) or "search" (`zoo tune`)
+    # "fit"; "prune": one run length per round; "long": as long as "prune"; "search": `zoo tune`
+    kind: str = "fit"
 
 
 def prune_row(sparsity: float) -> Row:
@@ -155,7 +156,9 @@ ROWS = (
         "--trainer.callbacks.update_starting_at_epoch 1", "an average of the recent weights generalises better",
         "decay 0.99 (a ~100-step horizon) from epoch 2: the default 0.999 spans ~1,000 steps, more than a run "
         "(fashion ~280, digits ~60, where the average still leans on early weights)"),
-    # pruning
+    # pruning, and the baseline trained as long as the pruning rows: the dense net at equal epochs
+    Row(f"baseline_x{PRUNE_ROUNDS + 1}", "", "more epochs of the same recipe: the reference a pruning row must match",
+        f"{PRUNE_ROUNDS + 1} times --epochs, as long as a pruning row (one-cycle over the whole run)", kind="long"),
     *(prune_row(s) for s in (0.5, 0.8, 0.9)),
     # hyper-parameter search at an equal budget
     search_row("random", "random search is a strong baseline with few trials"),
@@ -244,7 +247,7 @@ def row_command(row: Row, data: Dataset, seed: int, epochs: int, runs_dir: Path,
     if row.kind == "search":
         return ["tune", *common, "--trainer.max_epochs", str(epochs), "--search", str(space),
                 "--trials", str(SEARCH_TRIALS), "--seed", str(seed), "--study", row.name]  # fmt: skip
-    rounds = PRUNE_ROUNDS + 1 if row.kind == "prune" else 1
+    rounds = PRUNE_ROUNDS + 1 if row.kind in ("prune", "long") else 1
     return ["fit", *common, "--trainer.max_epochs", str(epochs * rounds), "--experiment", row.name]
 
 
