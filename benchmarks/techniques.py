@@ -152,10 +152,10 @@ ROWS = (
     Row("label_smoothing", "--model.label_smoothing 0.1", "smoothing 0.1 curbs over-confidence: +0 to +1 point"),
     Row("no_label_smoothing", "--model.label_smoothing 0", "hard targets: a little lower accuracy"),
     # weight averaging
-    Row("ema", "--trainer.callbacks+=EMAWeightAveraging --trainer.callbacks.decay 0.99 "
-        "--trainer.callbacks.update_starting_at_epoch 1", "an average of the recent weights generalises better",
-        "decay 0.99 (a ~100-step horizon) from epoch 2: the default 0.999 spans ~1,000 steps, more than a run "
-        "(fashion ~280, digits ~60, where the average still leans on early weights)"),
+    Row("ema", "--trainer.callbacks+=EMAWeightAveraging --trainer.callbacks.decay 0.99",
+        "an average of the recent weights generalises better",
+        "decay 0.99 (a ~100-step horizon; the default 0.999 spans ~1,000 steps, more than a run: fashion ~280, "
+        "digits ~60), averaging from the first step"),
     # pruning, and the baseline trained as long as the pruning rows: the dense net at equal epochs
     Row(f"baseline_x{PRUNE_ROUNDS + 1}", "", "more epochs of the same recipe: the reference a pruning row must match",
         f"{PRUNE_ROUNDS + 1} times --epochs, as long as a pruning row (one-cycle over the whole run)", kind="long"),
