@@ -133,6 +133,19 @@ def main() -> None:
             "ratio",
             fmt="{:.2f}",
         )
+    if tq := load("techniques"):
+        from benchmarks.techniques import summarise
+
+        fashion = summarise(tq["runs"]["fashion"])
+        rows = [r for r, v in fashion.items() if v["diff_points"] is not None and r != "baseline"]
+        diffs = [fashion[r]["diff_points"] for r in rows]
+        bars("techniques", rows, diffs, "Fashion-MNIST subset: each technique vs the CNN recipe (medians of 3 seeds)",
+             "val acc difference, points", fmt="{:+.1f}", lim=(min(diffs) - 2, max(diffs) + 2))  # fmt: skip
+    if pr := load("pruning"):
+        labels = [f"{net}, {key} pruned" for net, rows in pr["nets"].items() for key in rows]
+        values = [r["gzip_mb"] for rows in pr["nets"].values() for r in rows.values()]
+        bars("pruning", labels, values, "Exported model gzip'd, dense vs magnitude-pruned (inference: no faster)",
+             "MB", fmt="{:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

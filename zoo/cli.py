@@ -472,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if "zoo.runs" in sys.modules:
             sys.modules["zoo.runs"].discard_failed_runs()
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:  # a fit that failed after its W&B run began
+            wandb.run.finish(exit_code=1)  # marked failed now, not left open for the next run in this process
         user_error = _find_user_error(err)
         if user_error is None or debug:
             if debug and getattr(user_error, "detail", None):

@@ -47,6 +47,7 @@ class ZooCLI(LightningCLI):
         run: bool = True,
         wandb: bool = True,
         extra_callbacks: list[Callback] | None = None,
+        wandb_group: str | None = None,
     ) -> None:
         # Lightning's info lines ("Seed set to 42", "GPU available: False", tips to install other products,
         # "`Trainer.fit` stopped"): zoo's header and summary say what matters. Warnings still show. (Set
@@ -57,6 +58,7 @@ class ZooCLI(LightningCLI):
         self._resume: dict[str, Any] | None = None
         self.wandb = wandb  # `zoo lr-find` logs nothing worth a W&B run
         self.extra_callbacks = extra_callbacks or []  # zoo tune's Optuna pruning callback: not configuration
+        self.wandb_group = wandb_group  # zoo tune: the study's trials in one W&B group
         super().__init__(
             model_class=ImageClassifier,
             subclass_mode_model=True,
@@ -225,6 +227,7 @@ class ZooCLI(LightningCLI):
                 self.experiment,
                 with_wandb=self.wandb and self.subcommand in (None, "fit"),
                 wandb_id=wandb_id,
+                wandb_group=self.wandb_group,
             )
         else:
             loggers = _as_list(configured)

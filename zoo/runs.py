@@ -105,12 +105,17 @@ def wandb_offline() -> bool:
 
 
 def default_loggers(
-    run_dir: Path, experiment: str, with_wandb: bool = True, wandb_id: str | None = None
+    run_dir: Path,
+    experiment: str,
+    with_wandb: bool = True,
+    wandb_id: str | None = None,
+    wandb_group: str | None = None,
 ) -> list[Logger]:
     """W&B (offline automatically without a key) + a CSV copy of every metric, both in run_dir.
 
     `wandb_id`: the W&B run a resumed checkpoint logged to (zoo.dashboard saves it), continued rather than
-    a new one. Online, the checkpoints are uploaded as model artifacts when training ends.
+    a new one. Online, the checkpoints are uploaded as model artifacts when training ends. `wandb_group`: the W&B
+    group of the run (`zoo tune`: the study), else WANDB_RUN_GROUP's or none.
     """
     loggers: list[Logger] = []
     if with_wandb and os.environ.get("WANDB_MODE", "").lower() != "disabled":
@@ -123,6 +128,7 @@ def default_loggers(
                 offline=offline,
                 log_model=not offline,
                 **({"id": wandb_id, "resume": "allow"} if wandb_id else {}),
+                **({"group": wandb_group} if wandb_group else {}),
             )
         )
     loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))

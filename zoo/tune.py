@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -204,17 +203,9 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
         study.sampler = _sampler(o.sampler, o.seed + len(study.get_trials(deepcopy=False)), o.trials)
     if done:
         console.print(f"study {o.study!r} ({url}): {done} trial(s) done, {max(0, o.trials - done)} to go")
-    group = os.environ.get("WANDB_RUN_GROUP")
-    os.environ["WANDB_RUN_GROUP"] = o.study  # every trial's W&B run in one group
-    try:
-        if done < o.trials:
-            objective = Objective(fit_args, space, o, max_epochs)
-            study.optimize(objective, callbacks=[MaxTrialsCallback(o.trials, states=counted)], catch=())
-    finally:
-        if group is None:
-            os.environ.pop("WANDB_RUN_GROUP", None)
-        else:
-            os.environ["WANDB_RUN_GROUP"] = group
+    if done < o.trials:
+        objective = Objective(fit_args, space, o, max_epochs)
+        study.optimize(objective, callbacks=[MaxTrialsCallback(o.trials, states=counted)], catch=())
     return write_results(study, folder, o)
 
 
@@ -253,7 +244,7 @@ class Objective:
         cli = None
         quiet, console.quiet = console.quiet, True  # the trial's own lines; zoo tune prints one per trial
         try:
-            cli = _fit(args, monitor)
+            cli = _fit(args, monitor, self.o.study)
         except optuna.TrialPruned:
             state = "pruned"
         except Diverged as err:  # a bad lr is a bad trial, not the user's mistake: the search goes on
@@ -288,10 +279,10 @@ class Objective:
         return best
 
 
-def _fit(args: list[str], monitor: Any) -> Any:
+def _fit(args: list[str], monitor: Any, group: str) -> Any:
     from zoo.lightning_cli import ZooCLI, lightning_args
 
-    return ZooCLI(args=[args[0], *lightning_args(args[1:])], extra_callbacks=[monitor])
+    return ZooCLI(args=[args[0], *lightning_args(args[1:])], extra_callbacks=[monitor], wandb_group=group)
 
 
 def _finish_wandb(state: str) -> None:
