@@ -75,7 +75,8 @@ def test_every_trial_is_a_wandb_run_in_the_study_group(image_folder, tmp_path, m
     args = ["tune", "--search", "space.yaml", "--trials", "2", "--study", "mine", "--config", CNN,
             "--data.root", str(image_folder), *FAST, "--doctor", "false", "--trainer.limit_train_batches", "1",
             "--trainer.callbacks+=tests.helpers.WandbGroupProbe", "--trainer.callbacks.out", str(probe)]  # fmt: skip
-    assert main(args) == 0
+    assert main([*args, "--runs_dir", "elsewhere"]) == 0
+    assert (tmp_path / "elsewhere/mine/trials.csv").is_file() and not (tmp_path / "runs").exists()
     runs = probe.read_text().split()
     assert len(runs) == 2 and {r.split(":")[0] for r in runs} == {"mine"} and len(set(runs)) == 2
 

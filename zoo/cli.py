@@ -98,24 +98,19 @@ def tune_main(args: list[str]) -> int:
     p.add_argument(
         "--seed", type=int, default=0, help="the sampler's seed (each trial's own is --seed_everything)"
     )
+    p.add_argument(
+        "--runs_dir", default="runs", help="root folder of all runs (the same option as zoo fit's)"
+    )
     a, fit_args = p.parse_known_args(args)
-    runs_dir = "runs"
-    for i, arg in enumerate(fit_args):
-        if arg == "--runs_dir" and i + 1 < len(fit_args):
-            runs_dir = fit_args[i + 1]
-        elif arg.startswith("--runs_dir="):
-            runs_dir = arg.split("=", 1)[1]
-    fit_args = [a for i, a in enumerate(fit_args) if not (a == "--runs_dir" or a.startswith("--runs_dir=") or
-                                                          (i and fit_args[i - 1] == "--runs_dir"))]  # fmt: skip
     from zoo.tune import tune
 
     options = TuneOptions(
-        a.search, a.trials, a.sampler, a.pruner, a.storage, a.study, a.metric, a.seed, runs_dir
+        a.search, a.trials, a.sampler, a.pruner, a.storage, a.study, a.metric, a.seed, a.runs_dir
     )
     s = tune(fit_args, options)
     console.print(
         f"[bold]study {s['study']}[/]: {s['n_complete']} complete, {s['n_pruned']} pruned, {s['n_failed']} failed; "
-        f"results in {Path(runs_dir) / s['study']}/trials.csv"
+        f"results in {Path(a.runs_dir) / s['study']}/trials.csv"
     )
     if s["best_value"] is None:
         raise ZooError("no trial completed; see the lines above for why")

@@ -100,15 +100,15 @@ class LotteryTicket(ModelPruning):
                 f"{self.round_epochs}: use 0..{self.round_epochs - 1}"
             )
         super().setup(trainer, pl_module, stage)
+        self._module = pl_module
         self._original_layers = None  # Lightning's copies at setup are not used (see apply_lottery_ticket...)
         # The lr schedule restarts with each round: ImageClassifier.configure_optimizers reads this.
         pl_module.schedule_rounds = self.rounds + 1
 
     # --- the rounds --------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        names = {id(m): name for name, m in pl_module.named_modules()}
-        for module, name in self._parameters_to_prune:  # a resumed run: the masks its checkpoint saved
-            mask = self.masks.get(f"{names[id(module)]}.{name}")
+        for key, module, name in self._prunable():  # a resumed run: the masks its checkpoint saved
+            mask = self.masks.get(key)
             if mask is not None and not prune.is_pruned(module):
                 prune.custom_from_mask(module, name, mask.to(getattr(module, name).device))
 
@@ -198,14 +198,17 @@ class LotteryTicket(ModelPruning):
     def _net(self) -> nn.Module:
         return self._module.net
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._module = pl_module
+    def _prunable(self) -> list[tuple[str, nn.Module, str]]:
+        """(state_dict-style key, module, parameter name) of each pruned tensor; none before setup."""
+        if not hasattr(self, "_module"):
+            return []
+        names = {id(m): name for name, m in self._module.named_modules()}
+        return [(f"{names[id(m)]}.{n}", m, n) for m, n in self._parameters_to_prune]
 
     def state_dict(self) -> dict[str, Any]:
-        names = {id(m): name for name, m in self._module.named_modules()} if hasattr(self, "_module") else {}
         masks = {
-            f"{names[id(m)]}.{n}": getattr(m, f"{n}_mask").bool().cpu()
-            for m, n in getattr(self, "_parameters_to_prune", [])
+            key: getattr(m, f"{n}_mask").bool().cpu()
+            for key, m, n in self._prunable()
             if prune.is_pruned(m) and hasattr(m, f"{n}_mask")
         }
         return {"done": self.done, "rewind": self.rewind, "masks": masks, "history": self.history}

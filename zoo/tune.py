@@ -179,7 +179,7 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
     folder = Path(o.runs_dir) / o.study
     folder.mkdir(parents=True, exist_ok=True)
     url = o.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    direction = "minimize" if "loss" in o.metric else "maximize"
+    direction = _direction(o.metric)
     # zoo prints a line per trial; Optuna's own warnings repeat them (with a traceback for a bad option)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Heartbeats and their retry are marked experimental (since Optuna 2.8): they are what makes a study resume.
@@ -204,7 +204,7 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
     if done:
         console.print(f"study {o.study!r} ({url}): {done} trial(s) done, {max(0, o.trials - done)} to go")
     if done < o.trials:
-        objective = Objective(fit_args, space, o, max_epochs)
+        objective = Objective(fit_args, space, o)
         study.optimize(objective, callbacks=[MaxTrialsCallback(o.trials, states=counted)], catch=())
     return write_results(study, folder, o)
 
@@ -227,8 +227,8 @@ def _max_epochs(fit_args: list[str]) -> int:
 class Objective:
     """One trial: `zoo fit` with the sampled options; its score is the best epoch's metric."""
 
-    def __init__(self, fit_args: list[str], space: list[Dimension], o: TuneOptions, max_epochs: int) -> None:
-        self.fit_args, self.space, self.o, self.max_epochs = fit_args, space, o, max_epochs
+    def __init__(self, fit_args: list[str], space: list[Dimension], o: TuneOptions) -> None:
+        self.fit_args, self.space, self.o = fit_args, space, o
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -241,10 +241,9 @@ class Objective:
                 "--trainer.devices", "1", "--trainer.num_nodes", "1", "--trainer.strategy", "auto"]  # fmt: skip
         start = time.perf_counter()
         state, error = "complete", None
-        cli = None
         quiet, console.quiet = console.quiet, True  # the trial's own lines; zoo tune prints one per trial
         try:
-            cli = _fit(args, monitor, self.o.study)
+            _fit(args, monitor, self.o.study)
         except optuna.TrialPruned:
             state = "pruned"
         except Diverged as err:  # a bad lr is a bad trial, not the user's mistake: the search goes on
@@ -252,7 +251,7 @@ class Objective:
         finally:
             console.quiet = quiet
             _finish_wandb(state)
-        run_dir = getattr(cli, "run_dir", None) or monitor.run_dir
+        run_dir = monitor.run_dir  # None when the fit stopped before it started
         trial.set_user_attr("run_dir", str(run_dir) if run_dir else None)
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
         trial.set_user_attr("epochs", len(monitor.values))
@@ -279,10 +278,10 @@ class Objective:
         return best
 
 
-def _fit(args: list[str], monitor: Any, group: str) -> Any:
+def _fit(args: list[str], monitor: Any, group: str) -> None:
     from zoo.lightning_cli import ZooCLI, lightning_args
 
-    return ZooCLI(args=[args[0], *lightning_args(args[1:])], extra_callbacks=[monitor], wandb_group=group)
+    ZooCLI(args=[args[0], *lightning_args(args[1:])], extra_callbacks=[monitor], wandb_group=group)
 
 
 def _finish_wandb(state: str) -> None:
@@ -293,6 +292,11 @@ def _finish_wandb(state: str) -> None:
     if wandb is not None and wandb.run is not None:
         wandb.run.summary["tune/state"] = state
         wandb.run.finish(exit_code=0 if state != "failed" else 1)
+
+
+def _direction(metric: str) -> str:
+    """A loss is minimised, anything else (accuracy, F1) maximised."""
+    return "minimize" if "loss" in metric else "maximize"
 
 
 def _short(value: Any) -> str:
@@ -321,7 +325,7 @@ class Monitor(PyTorchLightningPruningCallback):
         finite = [v for v in self.values if math.isfinite(v)]
         if not finite:
             return None
-        return min(finite) if "loss" in self.monitor else max(finite)
+        return (min if _direction(self.monitor) == "minimize" else max)(finite)
 
 
 def write_results(study: Any, folder: Path, o: TuneOptions) -> dict[str, Any]:
