@@ -163,3 +163,21 @@ class WandbGroupProbe(L.Callback):
             if isinstance(logger, WandbLogger):
                 with open(self.out, "a") as f:
                     f.write(f"{logger.experiment.group}:{logger.experiment.id}\n")
+
+
+class StepLossProbe(L.Callback):
+    """Writes each training step's loss and batch size, per epoch, to a JSON file at the end."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.epochs: list[list[tuple[float, int]]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epochs.append([])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.epochs[-1].append((float(outputs["loss"]), len(batch[1])))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with open(self.out, "w") as f:
+            json.dump(self.epochs, f)

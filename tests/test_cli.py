@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,31 @@ def test_each_family_trains_and_its_checkpoint_carries_the_data_config(run_zoo, 
     assert {"train/loss", "train/loss_epoch", "val/loss", "val/acc", "val/f1", "val/acc_best"} <= columns
     assert "val/acc_top5" not in columns  # only 3 classes
     assert any(c.startswith("lr-") for c in columns)  # the LR is logged every step
+
+
+def test_step_loss_is_logged_on_logging_steps_and_epoch_means_over_every_step(
+    run_zoo, image_folder, tmp_path
+):
+    probe = tmp_path / "steps.json"
+    rc, runs = run_zoo(
+        "fit", "--config", CONFIGS / "cnn.yaml", *FAST, "--data.root", image_folder, "--data.batch_size", 4,
+        "--trainer.max_epochs", 2, "--trainer.log_every_n_steps", 2,
+        "--trainer.callbacks+=tests.helpers.StepLossProbe", "--trainer.callbacks.out", probe,
+    )  # fmt: skip
+    assert rc == 0
+    epochs = json.loads(probe.read_text())
+    steps = [loss for epoch in epochs for loss, _ in epoch]
+    rows = read_metrics(only_run_dir(runs, "cnn"))
+    logged = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert logged == pytest.approx(
+        steps[1::2], rel=1e-5
+    )  # every 2nd step, as --trainer.log_every_n_steps 2 says
+    epoch_rows = [r for r in rows if r.get("train/loss_epoch")]
+    assert len(epoch_rows) == len(epochs) == 2
+    for row, epoch in zip(epoch_rows, epochs, strict=True):
+        mean = sum(loss * n for loss, n in epoch) / sum(n for _, n in epoch)
+        assert float(row["train/loss_epoch"]) == pytest.approx(mean, rel=1e-5)
+        assert 0 <= float(row["train/acc"]) <= 1
 
 
 def test_bundled_sample_trains_with_no_data_argument(run_zoo, capsys):

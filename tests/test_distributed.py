@@ -44,6 +44,11 @@ def test_two_process_ddp_trains_once_and_its_val_acc_is_one_process_val_acc(tmp_
     run = runs / "version_0"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run
+    with open(run / "metrics.csv") as f:  # the epoch's training means, summed over both processes' images
+        train = [r for r in csv.DictReader(f) if r.get("train/acc")]
+    assert (
+        len(train) == 1 and 0 <= float(train[0]["train/acc"]) <= 1 and float(train[0]["train/loss_epoch"]) > 0
+    )
 
     # The same checkpoint evaluated by one process on the whole validation split gives the logged val/acc.
     one = ["--trainer.devices", "1", "--trainer.strategy", "auto"]  # the run's config.yaml says 2 processes

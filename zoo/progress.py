@@ -127,9 +127,11 @@ class RunReport(L.Callback):
         self.train_seconds += train_end - self.epoch_start
         self.train_images += self.epoch_images
         metrics = trainer.callback_metrics
-        # train/loss_epoch: the epoch's mean that ImageClassifier logs; Lightning has reduced it by now
         keys = ("train/loss_epoch", "val/loss", "val/acc", "val/f1", "val/acc_top5")
         row = {key: _value(metrics, key) for key in keys}
+        # ImageClassifier logs the epoch's training loss in its own on_train_epoch_end, which runs after this
+        if hasattr(pl_module, "train_epoch_metrics"):
+            row["train/loss_epoch"] = pl_module.train_epoch_metrics().get("train/loss_epoch")
         row["epoch"] = trainer.current_epoch + 1
         row["seconds"] = now - self.epoch_start
         self.history.append(row)
