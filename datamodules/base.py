@@ -23,6 +23,7 @@ from datamodules.transforms import (
     Interpolation,
     check_pipeline,
     eval_transform,
+    to_tensor,
     train_transform,
 )
 from zoo.errors import ZooError
@@ -81,7 +82,7 @@ class ImageDataset(Dataset):
         self.seeded_with = seed_transform(self.transform, self.seeded_with)
         item = self.split.items[index]
         image = item if isinstance(item, np.ndarray) else load_image(item, self.channels, self.min_side)
-        return self.transform(image=image)["image"], int(self.split.labels[index])  # (C, H, W) uint8
+        return to_tensor(self.transform, image), int(self.split.labels[index])  # (C, H, W) uint8
 
 
 def default_num_workers() -> int:

@@ -29,7 +29,7 @@ from torch.utils.data import default_collate
 
 from datamodules.base import ImageClassificationDataModule, Sampler, seed_transform, warn_bad_files
 from datamodules.images import IMG_EXTENSIONS, decode_side, load_image
-from datamodules.transforms import Augment, Interpolation
+from datamodules.transforms import Augment, Interpolation, to_tensor
 from zoo.errors import ZooError
 
 INDEX = "dataset.json"
@@ -163,7 +163,7 @@ class _Decode:
                 f"({', '.join(_IMAGE_KEYS)}) and a .cls label; it has {sorted(k for k in sample if k[0] != '_')}"
             )
         image = load_image(io.BytesIO(sample[key]), self.channels, self.min_side)
-        return self.transform(image=image)["image"], int(sample["cls"])
+        return to_tensor(self.transform, image), int(sample["cls"])
 
 
 def _read_index(url: str) -> dict:

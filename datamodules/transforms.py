@@ -44,7 +44,28 @@ def _resize_crop(image_size: int, flag: int) -> list[A.BasicTransform]:
 
 def eval_transform(image_size: int, interpolation: Interpolation = "bilinear") -> A.Compose:
     """Resize the shorter side to `image_size`, then centre-crop a square (timm's crop_pct=1.0)."""
-    return A.Compose([*_resize_crop(image_size, INTERPOLATIONS[interpolation]), ToTensorV2()])
+    return _resize_crop_only(
+        A.Compose([*_resize_crop(image_size, INTERPOLATIONS[interpolation]), ToTensorV2()]), image_size
+    )
+
+
+def _resize_crop_only(pipeline: A.Compose, image_size: int) -> A.Compose:
+    pipeline.zoo_unchanged_at = image_size  # see to_tensor
+    return pipeline
+
+
+def to_tensor(pipeline: A.Compose, image: np.ndarray) -> torch.Tensor:
+    """Run a pipeline on a uint8 (H, W, C) image -> uint8 (C, H, W) tensor.
+
+    The eval pipeline (and `--data.augment none` without flips) leaves an image that is already an
+    image_size square as it is, so such an image skips it: albumentations takes ~35 us a call, which on
+    28 px images was most of a loader worker's work, and on a 2-core machine that work slows the training
+    step it runs beside (benchmarks/loop_overhead.py).
+    """
+    side = getattr(pipeline, "zoo_unchanged_at", None)
+    if side is not None and image.shape[0] == image.shape[1] == side:
+        return torch.from_numpy(image.transpose(2, 0, 1))  # as ToTensorV2 does
+    return pipeline(image=image)["image"]
 
 
 def train_transform(
@@ -89,7 +110,8 @@ def train_transform(
         ]
     else:
         ops = [*load_pipeline(augment), *_resize_crop(image_size, flag)]
-    return A.Compose([*ops, *([A.HorizontalFlip()] if hflip else []), ToTensorV2()])
+    pipeline = A.Compose([*ops, *([A.HorizontalFlip()] if hflip else []), ToTensorV2()])
+    return _resize_crop_only(pipeline, image_size) if augment == "none" and not hflip else pipeline
 
 
 def save_preset(
