@@ -57,6 +57,24 @@ def curves(race: dict) -> None:
     plt.close(fig)
 
 
+def turns(lo: dict) -> None:
+    """Each epoch pair's speed ratio (plain seconds / zoo seconds) along each run, and the runs' totals."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for i, run in enumerate(lo["runs"]):
+        pairs = [p / z for p, z in zip(run["plain_epoch_s"], run["zoo_epoch_s"], strict=True)]
+        ax.plot(range(1, len(pairs) + 1), pairs, ".", color=f"C{i}", ms=4, alpha=0.6)
+        ax.axhline(run["ratio"], color=f"C{i}", lw=1.5, label=f"run {i + 1}: {run['ratio']:.3f} overall")
+    ax.axvspan(0.5, lo["warmup_pairs"] + 0.5, color="0.9", label="warm-up, not counted")
+    ax.axhline(0.97, color="C3", ls="--", lw=1, label="goal 0.97")
+    ax.set_xlabel("epoch (zoo's, paired with the plain loop's epoch just before it)")
+    ax.set_ylabel("zoo speed / plain loop speed")
+    ax.set_title("zoo fit vs a hand-written loop, taking turns epoch by epoch", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "loop_overhead.png", dpi=110)
+    plt.close(fig)
+
+
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -85,9 +103,7 @@ def main() -> None:
         bars("transfer_own_checkpoint", labels, values,
              "resnet10t from a classes 0-4 checkpoint: classes 5-9 test accuracy (medians)", "accuracy")  # fmt: skip
     if lo := load("loop_overhead"):
-        bars("loop_overhead", ["zoo fit", "plain PyTorch (NCHW)", "plain PyTorch (channels_last)"],
-             [lo["median_zoo"], lo["median_plain"], lo["median_plain_channels_last"]],
-             "Training throughput, same CNN/data/steps", "images/s", fmt="{:.0f}")  # fmt: skip
+        turns(lo)
     if al := load("app_load"):
         runs = {
             "zoo app (default: 4 at once)": al,
