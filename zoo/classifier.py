@@ -176,9 +176,8 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best = torchmetrics.MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run knows its best
         self.loss_trace: list[float] | None = None  # raw per-step losses, recorded for the LR finder
-        self._train_sums: tuple[int, torch.Tensor, int] | None = (
-            None  # epoch, (loss x images, correct), images
-        )
+        # this epoch's training sums: (epoch, tensor (loss x images, correct), images)
+        self._train_sums: tuple[int, torch.Tensor, int] | None = None
         self.info: dict[str, Any] = {}  # where a loaded model came from (set by load_checkpoint)
         self.net: nn.Module
 
