@@ -109,7 +109,8 @@ class Turns(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._close()
         wandb_cpu = _cpu_seconds_of("wandb") - self.wandb_cpu
-        Turns.result = {"zoo": self.zoo, "plain": self.plain, "wandb_cpu": wandb_cpu}
+        steps = len(self.plain_loop.loader) if self.plain_loop else 0  # the same sample and batch as zoo's
+        Turns.result = {"zoo": self.zoo, "plain": self.plain, "wandb_cpu": wandb_cpu, "steps": steps}
 
 
 def _cpu_seconds_of(name: str) -> float:
@@ -155,8 +156,9 @@ def run_once(epochs: int, warmup: int = WARMUP) -> dict:
         "ratio": sum(plain_s) / sum(zoo_s),
         "median_pair_ratio": statistics.median(pairs),
         "pair_ratio_iqr": [q[0], q[2]],
-        "zoo_ms_per_step": 1000 * statistics.median(zoo_s) / 15,
-        "plain_ms_per_step": 1000 * statistics.median(plain_s) / 15,
+        "steps_per_epoch": result["steps"],
+        "zoo_ms_per_step": 1000 * statistics.median(zoo_s) / result["steps"],
+        "plain_ms_per_step": 1000 * statistics.median(plain_s) / result["steps"],
         "wandb_service_cpu_share": result["wandb_cpu"] / sum(result["zoo"]),
         "zoo_epoch_s": result["zoo"],
         "plain_epoch_s": result["plain"],
@@ -169,7 +171,7 @@ def main(epochs: int, runs: int) -> dict:
     results = [run_once(epochs) for _ in range(runs)]
     ratios = [r["ratio"] for r in results]
     return {
-        "machine": describe(), "epochs": epochs, "steps_per_epoch": 15, "batch_size": BATCH, "warmup_pairs": WARMUP,
+        "machine": describe(), "epochs": epochs, "steps_per_epoch": results[0]["steps_per_epoch"], "batch_size": BATCH, "warmup_pairs": WARMUP,
         "runs": results, "ratios": ratios, "ratio": statistics.median(ratios),
         "runs_agree_within": max(ratios) / min(ratios) - 1,
     }  # fmt: skip
