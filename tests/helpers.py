@@ -113,6 +113,35 @@ class LastCheckpointProbe(L.Callback):
             json.dump(self.seen, f)
 
 
+class LogIntervalProbe(L.Callback):
+    """Records trainer.log_every_n_steps at each training batch's start; `sleep` seconds added to each step."""
+
+    def __init__(self, out: str, sleep: float = 0.0) -> None:
+        self.out, self.sleep = out, sleep
+        self.seen: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(trainer.log_every_n_steps)
+        with open(self.out, "w") as f:
+            json.dump(self.seen, f)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        import time
+
+        time.sleep(self.sleep)
+
+
+class StopAfter(L.Callback):
+    """Stops the fit at the end of epoch `epoch` (1-based), as early stopping would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 >= self.epoch:
+            trainer.should_stop = True
+
+
 class RewindProbe(L.Callback):
     """Checks, when each lottery-ticket round starts, that the net was rewound to its first epoch's weights.
 

@@ -82,7 +82,7 @@ def test_a_fault_of_the_machine_is_one_line_and_leaves_nothing_that_looks_comple
         assert "out of memory (DefaultCPUAllocator" in one_error_line(err)
         assert "--data.batch_size" in err and "--trainer.precision" in err
         assert not list(runs.rglob("version_*")), "a run that saved nothing is removed"
-    elif case == "disk full":  # while writing epoch 2's last.ckpt
+    elif case == "disk full":  # while writing the 2nd last.ckpt (epoch 3's: a run this short saves 2)
         inject_into_saves("enospc-in-save", "last.ckpt", 2, patch=monkeypatch.setattr)
         rc, _ = run_zoo(*CNN, "--trainer.max_epochs", "3")
         line = one_error_line(capsys.readouterr().err)
