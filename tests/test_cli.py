@@ -81,6 +81,24 @@ def test_step_loss_is_logged_on_logging_steps_and_epoch_means_over_every_step(
         assert 0 <= float(row["train/acc"]) <= 1
 
 
+@pytest.mark.parametrize(("sleep", "interval"), [(0.0, (50, 50)), (0.04, (10, 25))])
+def test_unset_log_interval_is_5_steps_then_about_a_second_of_training(
+    run_zoo, image_folder, tmp_path, sleep, interval
+):
+    probe = tmp_path / "every.json"
+    i = FAST.index("--trainer.log_every_n_steps")
+    fast = FAST[:i] + FAST[i + 2 :]  # left unset: zoo adapts it
+    rc, _ = run_zoo(
+        "fit", "--config", CONFIGS / "cnn.yaml", *fast, "--data.root", image_folder, "--data.batch_size", 2,
+        "--trainer.callbacks+=tests.helpers.LogIntervalProbe", "--trainer.callbacks.out", probe,
+        "--trainer.callbacks.sleep", sleep,
+    )  # fmt: skip
+    assert rc == 0
+    seen = json.loads(probe.read_text())  # 12 steps: 24 training images, batch 2
+    assert seen[:6] == [5] * 6  # 12 steps an epoch: ~10 points an epoch, but at least 5 steps apart
+    assert len(set(seen[6:])) == 1 and interval[0] <= seen[6] <= interval[1], seen  # from the 6 steps' time
+
+
 def test_bundled_sample_trains_with_no_data_argument(run_zoo, capsys):
     rc, runs = run_zoo(
         "fit", "--config", CONFIGS / "cnn.yaml", *FAST, "--trainer.limit_train_batches", 3,

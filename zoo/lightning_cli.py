@@ -67,7 +67,7 @@ class ZooCLI(LightningCLI):
             trainer_defaults={
                 "precision": default_precision(),
                 "max_epochs": 10,
-                "log_every_n_steps": None,  # None: about 10 points per epoch, >= 5 steps apart (RunReport)
+                "log_every_n_steps": None,  # None: ~10 points per epoch, >= 5 steps and ~1 s apart (RunReport)
                 "enable_model_summary": False,  # the run header gives the size in one line
             },
             seed_everything_default=42,

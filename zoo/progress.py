@@ -7,6 +7,7 @@ progress bar), in a log file and in CI, where a progress bar would only print co
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from zoo.errors import Diverged
 # Exit codes of runs stopped in this process: 130 after Ctrl-C, 143 after SIGTERM (`docker stop`, a preempted
 # cloud machine, Kubernetes), as the shell reports a process those signals end.
 INTERRUPTED: list[int] = []
+
+LOG_SECONDS = 1.0  # adapted logging: about this much training between two logged steps
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -46,12 +49,14 @@ class RunReport(L.Callback):
     Args:
         run_dir: the run folder, named in the summary with the files the run wrote.
         config_path: the run's config.yaml, used in the printed resume command.
-        adapt_logging: set the trainer's log_every_n_steps from the epoch's length.
+        adapt_logging: set the trainer's log_every_n_steps from the epoch's length and the step's time.
     """
 
     def __init__(self, run_dir: Path, config_path: Path | None = None, adapt_logging: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.adapt_logging = adapt_logging
+        self.step_seconds: list[float] | None = None  # see on_train_start
+        self.step_start = 0.0
         self.config_path = config_path
         self.history: list[dict[str, float | None]] = []
         self.fit_start = self.epoch_start = self.train_seconds = 0.0
@@ -81,9 +86,10 @@ class RunReport(L.Callback):
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve,
-        but at least 5 steps apart: logging (W&B, the LR monitor) every step of a short epoch cost 8 % of the
-        training speed (benchmarks/loop_overhead.py)."""
+        """log_every_n_steps left unset: about 10 points per epoch, so a small data set still draws a curve, but
+        at least 5 steps apart, and once the first steps are timed, about a second apart (at most 50 steps,
+        Lightning's default). Logging (W&B, CSV, the LR monitor) costs about 4 ms a time on 2 CPU cores; every
+        step of a short epoch cost 8 % of the training speed (benchmarks/loop_overhead.py)."""
         self.epoch_start = time.perf_counter()  # a run resumed mid-epoch gets no on_train_epoch_start
         if trainer.ckpt_path:
             best = getattr(pl_module, "val_acc_best", None)
@@ -94,6 +100,7 @@ class RunReport(L.Callback):
             )
         if self.adapt_logging:
             trainer.log_every_n_steps = max(5, min(50, int(trainer.num_training_batches) // 10))
+            self.step_seconds = []  # the first steps' times, until the interval is set from them
 
     # --- per epoch ---------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -101,10 +108,15 @@ class RunReport(L.Callback):
         self.epoch_images = 0
         self.train_end = None
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, idx: int) -> None:
+        self.step_start = time.perf_counter()
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
     ) -> None:
         self.epoch_images += len(batch[1])  # (images, labels)
+        if self.step_seconds is not None:
+            self._time_logging(trainer, time.perf_counter() - self.step_start)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss):  # one sync a step: free on CPU, ~µs on a GPU
             last = self.run_dir / "checkpoints" / "last.ckpt"
@@ -116,6 +128,17 @@ class RunReport(L.Callback):
                 f"{trainer.global_step}; {saved}; lower the learning rate{lower} or train in fp32 "
                 "(--trainer.precision 32-true)"
             )
+
+    def _time_logging(self, trainer: L.Trainer, seconds: float) -> None:
+        """After 6 steps: log about every LOG_SECONDS of training, if that is further apart than set."""
+        self.step_seconds.append(seconds)
+        if len(self.step_seconds) < 6:
+            return
+        step = statistics.median(self.step_seconds[1:])  # the first step also warms up
+        every = min(50, max(trainer.log_every_n_steps, math.ceil(LOG_SECONDS / max(step, 1e-6))))
+        # Rank 0's timing for all processes: they log on the same steps.
+        trainer.log_every_n_steps = int(trainer.strategy.broadcast(every))
+        self.step_seconds = None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self.train_end is None:
