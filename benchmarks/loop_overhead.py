@@ -5,9 +5,9 @@
 Same CNN (configs/cnn.yaml's net), same images (the bundled sample, 28 px, grayscale, no augmentation on
 either side), batch size 64 (15 steps an epoch), AdamW at a constant lr, one loader worker each, channels_last
 on both sides, no validation. zoo runs its real path and defaults: `zoo fit` (zoo.cli.main, in-process), the
-data module, the LightningModule, every default callback (both checkpoints each epoch, the LR monitor, the
-progress bar: off when stdout is not a terminal, as in any log) and the default loggers (W&B, offline without
-a key, and CSV) at their default logging interval.
+data module, the LightningModule, every default callback (both checkpoints, last.ckpt at epoch ends at most
+every 10 s as by default; the LR monitor; the progress bar: off when stdout is not a terminal, as in any log)
+and the default loggers (W&B, offline without a key, and CSV) at their default logging interval.
 
 How it is timed. This VM's speed wanders: the same loop timed over 10-second windows one after another
 varies by 5 % (20 % from slowest to fastest), and over 1.5-second epochs by 15 %, more than the overhead
@@ -93,24 +93,39 @@ class Turns(L.Callback):
         self.wandb_cpu = 0.0
         self.zoo: list[float] = []  # seconds of each zoo epoch
         self.plain: list[float] = []  # seconds of the plain epoch run just before it
+        self.zoo_steal: list[float] = []  # CPU seconds the hypervisor took from this VM in each zoo epoch
+        self.plain_steal: list[float] = []  # and in each plain epoch
+        self.steal_mark = 0.0
 
     def _close(self) -> None:
         if self.started is not None:
             self.zoo.append(time.perf_counter() - self.started)
+            self.zoo_steal.append(_steal_seconds() - self.steal_mark)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._close()
         if self.plain_loop is None:
             self.plain_loop = PlainLoop()
             self.wandb_cpu = _cpu_seconds_of("wandb")  # W&B's service and system monitor
+        before = _steal_seconds()
         self.plain.append(self.plain_loop.epoch())
+        self.steal_mark = _steal_seconds()
+        self.plain_steal.append(self.steal_mark - before)
         self.started = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._close()
         wandb_cpu = _cpu_seconds_of("wandb") - self.wandb_cpu
         steps = len(self.plain_loop.loader) if self.plain_loop else 0  # the same sample and batch as zoo's
-        Turns.result = {"zoo": self.zoo, "plain": self.plain, "wandb_cpu": wandb_cpu, "steps": steps}
+        Turns.result = {"zoo": self.zoo, "plain": self.plain, "wandb_cpu": wandb_cpu, "steps": steps,
+                        "zoo_steal": self.zoo_steal, "plain_steal": self.plain_steal}  # fmt: skip
+
+
+def _steal_seconds() -> float:
+    """CPU seconds, over all CPUs, that the hypervisor has given to other machines (/proc/stat's steal)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal ...
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def _cpu_seconds_of(name: str) -> float:
@@ -160,8 +175,13 @@ def run_once(epochs: int, warmup: int = WARMUP) -> dict:
         "zoo_ms_per_step": 1000 * statistics.median(zoo_s) / result["steps"],
         "plain_ms_per_step": 1000 * statistics.median(plain_s) / result["steps"],
         "wandb_service_cpu_share": result["wandb_cpu"] / sum(result["zoo"]),
+        # VM steal during each side's turns, as a share of that side's time: a stall with steal is the VM's
+        "zoo_steal_share": sum(result["zoo_steal"][warmup:]) / sum(zoo_s),
+        "plain_steal_share": sum(result["plain_steal"][warmup:]) / sum(plain_s),
         "zoo_epoch_s": result["zoo"],
         "plain_epoch_s": result["plain"],
+        "zoo_steal_s": result["zoo_steal"],
+        "plain_steal_s": result["plain_steal"],
     }
 
 
@@ -188,5 +208,7 @@ if __name__ == "__main__":
     for i, r in enumerate(out["runs"], 1):
         print(f"run {i}: zoo fit at {r['ratio']:.3f} of the plain loop's speed ({r['zoo_ms_per_step']:.1f} vs "
               f"{r['plain_ms_per_step']:.1f} ms a step; pairs' IQR {r['pair_ratio_iqr'][0]:.3f}-"
-              f"{r['pair_ratio_iqr'][1]:.3f}); W&B service CPU {100 * r['wandb_service_cpu_share']:.1f} % of zoo's time")  # fmt: skip
+              f"{r['pair_ratio_iqr'][1]:.3f}); W&B service CPU {100 * r['wandb_service_cpu_share']:.1f} % of zoo's time; "
+              f"VM steal {100 * r['zoo_steal_share']:.1f} % of zoo's and {100 * r['plain_steal_share']:.1f} % of the "
+              "plain loop's time")  # fmt: skip
     print(f"runs agree within {100 * out['runs_agree_within']:.1f} % (goal: >= 0.97, runs within 3 %)")
