@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -64,7 +65,18 @@ def test_fit_with_lr_auto_trains_with_the_suggested_lr(run_zoo, tmp_path):
     assert ckpt["hyper_parameters"]["lr"] == "auto"  # what the user asked for stays in the record
 
 
-def test_fit_lr_find_flag(run_zoo):
-    rc, runs = run_zoo("fit", *BASE, "--lr_find", "true", "--trainer.max_epochs", 1)
+def test_fit_lr_find_flag(run_zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the CSV logger alone
+    probe = tmp_path / "steps.json"
+    # batch 4: 250 steps an epoch, so the 100-step sweep ends inside epoch 0, the epoch the fit then trains
+    rc, runs = run_zoo("fit", *BASE, "--lr_find", "true", "--trainer.max_epochs", 1, "--trainer.logger", "true",
+                       "--data.batch_size", 4, "--trainer.callbacks+=tests.helpers.StepLossProbe",
+                       "--trainer.callbacks.out", probe)  # fmt: skip
     assert rc == 0
-    assert (only_run_dir(runs, "cnn") / "lr_find.json").is_file()
+    run_dir = only_run_dir(runs, "cnn")
+    assert (run_dir / "lr_find.json").is_file()
+    fit_epoch = json.loads(probe.read_text())[-1]  # the finder's sweep came first, on the same trainer
+    with open(run_dir / "metrics.csv") as f:
+        logged = [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]
+    mean = sum(loss * n for loss, n in fit_epoch) / sum(n for _, n in fit_epoch)
+    assert logged == [pytest.approx(mean, rel=1e-5)]  # the epoch's mean leaves out the sweep's steps

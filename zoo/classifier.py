@@ -178,6 +178,7 @@ class ImageClassifier(L.LightningModule):
         self.loss_trace: list[float] | None = None  # raw per-step losses, recorded for the LR finder
         # this epoch's training sums: (epoch, tensor (loss x images, correct), images)
         self._train_sums: tuple[int, torch.Tensor, int] | None = None
+        self._train_means: tuple[tuple[int, int], dict[str, float]] | None = None  # the last all-reduce's
         self.info: dict[str, Any] = {}  # where a loaded model came from (set by load_checkpoint)
         self.net: nn.Module
 
@@ -258,6 +259,10 @@ class ImageClassifier(L.LightningModule):
         self._sum_train_epoch(loss, logits, labels)  # with mixing: against each image's own (main) label
         return loss
 
+    def on_train_start(self) -> None:
+        # A fit starts its sums afresh: the LR finder's sweep runs as a fit of its own, at the same epoch 0.
+        self._train_sums = self._train_means = None
+
     def _sum_train_epoch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         if self._train_sums is None or self._train_sums[0] != self.current_epoch:
             self._train_sums = (self.current_epoch, torch.zeros(2, device=self.device), 0)
@@ -271,15 +276,19 @@ class ImageClassifier(L.LightningModule):
         """This epoch's training loss and accuracy so far, means over every process's images.
 
         RunReport reads them before this module's on_train_epoch_end logs them (Lightning calls callbacks
-        first), so both call this; in a multi-process run every process calls it alike (one all-reduce).
+        first), so both call this; in a multi-process run every process calls it alike. The second call, with
+        no step between, reuses the first's all-reduce.
         """
         if self._train_sums is None or self._train_sums[0] != self.current_epoch:
             return {}
-        _, sums, images = self._train_sums
+        epoch, sums, images = self._train_sums
+        if self._train_means is not None and self._train_means[0] == (epoch, images):
+            return self._train_means[1]
         totals = torch.cat((sums, sums.new_tensor([images])))  # (loss x images, correct, images)
-        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        loss, correct, images = totals.tolist()
-        return {"train/loss_epoch": loss / images, "train/acc": correct / images}
+        loss, correct, seen = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+        means = {"train/loss_epoch": loss / seen, "train/acc": correct / seen}
+        self._train_means = ((epoch, images), means)
+        return means
 
     def on_train_epoch_end(self) -> None:
         for key, value in self.train_epoch_metrics().items():
