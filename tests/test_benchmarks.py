@@ -59,6 +59,8 @@ def test_loop_overhead_takes_turns_between_zoo_fit_and_the_plain_loop():
         assert 0.1 < out[key] < 10_000, (key, out[key])
     assert out["ratio"] == pytest.approx(sum(out["plain_epoch_s"][1:]) / sum(out["zoo_epoch_s"][1:]))
     assert 0 <= out["wandb_service_cpu_share"] < 1
+    assert len(out["zoo_steal_s"]) == len(out["plain_steal_s"]) == 3  # the VM's steal in each turn
+    assert 0 <= out["zoo_steal_share"] < 1 and 0 <= out["plain_steal_share"] < 1
 
 
 def test_machine_is_recorded_and_labelled():
