@@ -27,4 +27,8 @@ def describe() -> dict:
         "bf16_cpu": bool(flags & {"avx512_bf16", "amx_bf16"}),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__,
+        # kernels held below the CPU's own instruction set (e.g. AVX2 kernels on an AVX-512 CPU), if any
+        "isa_limits": {
+            k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ
+        },
     }

@@ -57,7 +57,7 @@ def curves(race: dict) -> None:
     plt.close(fig)
 
 
-def turns(lo: dict) -> None:
+def turns(lo: dict, name: str = "loop_overhead") -> None:
     """Each epoch pair's speed ratio (plain seconds / zoo seconds) along each run, and the runs' totals."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for i, run in enumerate(lo["runs"]):
@@ -68,10 +68,14 @@ def turns(lo: dict) -> None:
     ax.axhline(0.97, color="C3", ls="--", lw=1, label="goal 0.97")
     ax.set_xlabel("epoch (zoo's, paired with the plain loop's epoch just before it)")
     ax.set_ylabel("zoo speed / plain loop speed")
-    ax.set_title("zoo fit vs a hand-written loop, taking turns epoch by epoch", fontsize=10)
+    limits = ", kernels held to " + "/".join(
+        sorted({v.upper() for v in lo["machine"].get("isa_limits", {}).values()})
+    )
+    ax.set_title("zoo fit vs a hand-written loop, taking turns epoch by epoch"
+                 + (limits if lo["machine"].get("isa_limits") else ""), fontsize=10)  # fmt: skip
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "loop_overhead.png", dpi=110)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
     plt.close(fig)
 
 
@@ -102,8 +106,9 @@ def main() -> None:
         values = [own[n][f"median_{name}"] for n in sizes for name in ("finetuned", "scratch")]
         bars("transfer_own_checkpoint", labels, values,
              "resnet10t from a classes 0-4 checkpoint: classes 5-9 test accuracy (medians)", "accuracy")  # fmt: skip
-    if lo := load("loop_overhead"):
-        turns(lo)
+    for name in ("loop_overhead", "loop_overhead_avx2_kernels"):
+        if lo := load(name):
+            turns(lo, name)
     if al := load("app_load"):
         runs = {
             "zoo app (default: 4 at once)": al,
