@@ -97,12 +97,30 @@ def test_a_bad_search_file_is_one_line(image_folder, tmp_path, monkeypatch, caps
         assert message in err and "Traceback" not in err, err
     assert main(["tune", "--search", "missing.yaml", "--trials", "2"]) == 2
     assert "--search missing.yaml: no such file" in capsys.readouterr().err
-    # A fit option that does not exist stops the search at its first trial, in one line without Optuna's traceback
+    # A fit option that does not exist stops the search before its first trial: one line, no study folder
     space.write_text("model.lr: [0.01]")
     assert main(["tune", "--search", str(space), "--trials", "2", "--config", CNN, "--model.lrr", "3"]) == 2
     err = capsys.readouterr().err
     assert "--model.lrr is not an option of CNNClassifier; did you mean --model.lr?" in err
-    assert "Traceback" not in err and "failed" not in err
+    assert "Traceback" not in err and "trial" not in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "fit_args, epochs",
+    [
+        (["--config=" + CNN], 15),  # configs/cnn.yaml's max_epochs
+        (["-c", CNN, "--trainer.max_epochs=3"], 3),
+        (["--trainer.max_epochs", "3", "--config", CNN], 15),  # as in `zoo fit`, the later one wins
+        ([], 10),  # zoo's default
+        (["--trainer.max_epochs", "-1", "--trainer.max_steps", "100"], "auto"),  # no epoch bound
+    ],
+)
+def test_hyperband_resource_is_max_epochs_as_zoo_fit_reads_it(fit_args, epochs, tmp_path, monkeypatch):
+    from zoo.tune import _max_epochs
+
+    monkeypatch.chdir(tmp_path)
+    assert _max_epochs(fit_args) == epochs
+    assert not (tmp_path / "runs").exists()  # parsed only: no run folder
 
 
 def test_the_example_search_space_reads_as_documented():

@@ -291,6 +291,27 @@ class ZooCLI(LightningCLI):
             console.print(f"[bold]W&B[/] offline run saved in {run}; upload it with: wandb sync {run}")
 
 
+class _Parsed(Exception):
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+
+class _ParseOnly(ZooCLI):
+    def before_instantiate_classes(self) -> None:
+        raise _Parsed(self._cfg())
+
+
+def parse_config(verb: str, args: list[str]) -> Any:
+    """The configuration `zoo VERB ARGS` would run, parsed and checked as that command parses it (every config
+    file, every spelling of a flag, in their order), with nothing made: no run folder, data, model or trainer.
+    A mistake in ARGS is the same one-line ZooError the command would give."""
+    try:
+        _ParseOnly(args=[verb, *lightning_args(args, verb)], wandb=False)
+    except _Parsed as parsed:
+        return parsed.config
+    raise AssertionError("ZooCLI parsed its arguments without calling before_instantiate_classes")
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's top level, weights-only (mmap: tensors stay on disk until used)."""
     return load_tensors_only(path, "--ckpt_path", "checkpoint", mmap=True)

@@ -125,7 +125,7 @@ def _sampler(name: str, seed: int | None, trials: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 4)))
 
 
-def _pruner(name: str, max_epochs: int) -> Any:
+def _pruner(name: str, max_epochs: int | str) -> Any:
     import optuna
 
     if name == "hyperband":
@@ -176,6 +176,7 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     space = read_space(o.search)
+    max_epochs = _max_epochs(fit_args)  # also checks the fit options once, before any folder or trial
     folder = Path(o.runs_dir) / o.study
     folder.mkdir(parents=True, exist_ok=True)
     url = o.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
@@ -184,7 +185,6 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Heartbeats and their retry are marked experimental (since Optuna 2.8): they are what makes a study resume.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    max_epochs = _max_epochs(fit_args)
     study = optuna.create_study(
         storage=_storage(url),
         study_name=o.study,
@@ -209,19 +209,13 @@ def tune(fit_args: list[str], o: TuneOptions) -> dict[str, Any]:
     return write_results(study, folder, o)
 
 
-def _max_epochs(fit_args: list[str]) -> int:
-    """The trials' --trainer.max_epochs (the pruners' resource): from the command, else the last --config."""
-    for i, arg in enumerate(fit_args):
-        if arg.startswith("--trainer.max_epochs="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--trainer.max_epochs" and i + 1 < len(fit_args):
-            return int(fit_args[i + 1])
-    epochs = 10  # ZooCLI's default
-    for i, arg in enumerate(fit_args[:-1]):
-        if arg in ("--config", "-c") and Path(fit_args[i + 1]).is_file():
-            config = yaml.safe_load(Path(fit_args[i + 1]).read_text()) or {}
-            epochs = (config.get("trainer") or {}).get("max_epochs", epochs)
-    return int(epochs)
+def _max_epochs(fit_args: list[str]) -> int | str:
+    """The trials' trainer.max_epochs (the pruners' resource), read as `zoo fit` reads it; "auto" (Optuna
+    learns it from the first trials) for a run bounded by max_steps or max_time instead."""
+    from zoo.lightning_cli import parse_config
+
+    epochs = parse_config("fit", fit_args).trainer.max_epochs
+    return int(epochs) if epochs is not None and epochs > 0 else "auto"
 
 
 class Objective:
