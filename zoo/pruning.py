@@ -255,13 +255,11 @@ def _restart_best(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
     """A new round starts its own best: the best checkpoint is replaced by the round's first epoch."""
     for callback in trainer.callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            # Through the callback's own state API (what a resume restores): the kept file stays, scored worst.
             worst = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
-            callback.best_k_models = {callback.best_model_path: worst}
-            callback.kth_best_model_path, callback.kth_value, callback.best_model_score = (
-                callback.best_model_path,
-                worst,
-                worst,
-            )
+            path = callback.best_model_path
+            callback.load_state_dict({**callback.state_dict(), "best_model_score": worst, "best_k_models": {path: worst},
+                                      "kth_best_model_path": path, "kth_value": worst})  # fmt: skip
     if hasattr(pl_module, "val_acc_best"):
         pl_module.val_acc_best.reset()
 
