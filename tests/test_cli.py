@@ -147,20 +147,30 @@ def test_bf16_mixed_precision_on_cpu(run_zoo, image_folder):
     assert (only_run_dir(runs, "cnn") / "checkpoints" / "best.ckpt").is_file()
 
 
-def test_label_smoothing_changes_the_loss():
+def test_label_smoothing_is_the_training_loss_and_the_validation_criterion():
+    from types import SimpleNamespace
+
     from zoo.scratch import CNNClassifier
 
     torch.manual_seed(0)
     images, labels = torch.rand(8, 1, 16, 16), torch.randint(0, 3, (8,))
-    losses = []
     for smoothing in (0.0, 0.3):
         torch.manual_seed(0)
         model = CNNClassifier(
             class_names=["a", "b", "c"], image_size=16, channels=1, label_smoothing=smoothing
         )
-        model.eval()
-        losses.append(float(model.criterion(model(images), labels)))
-    assert losses[0] != pytest.approx(losses[1], abs=1e-4)
+        model.eval()  # no dropout: the step's logits are model(images)
+        model._train_sums = None
+        model._trainer = SimpleNamespace(
+            _logger_connector=SimpleNamespace(should_update_logs=False), current_epoch=0
+        )
+        with torch.no_grad():
+            expected = torch.nn.functional.cross_entropy(model(images), labels, label_smoothing=smoothing)
+            assert float(model.training_step((images, labels), 0)) == pytest.approx(float(expected), rel=1e-5)
+            assert float(model.criterion(model(images), labels)) == pytest.approx(float(expected), rel=1e-5)
+        if smoothing == 0.0:
+            unsmoothed = float(expected)
+    assert unsmoothed != pytest.approx(float(expected), abs=1e-4)  # 0.3 changes this batch's loss
 
 
 def test_wandb_runs_offline_without_a_key(run_zoo, image_folder, monkeypatch, tmp_path, capsys):

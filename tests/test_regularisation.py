@@ -23,19 +23,29 @@ def test_balanced_weights_follow_sklearns_rule():
     assert weights.tolist() == pytest.approx([9 / (4 * 6), 9 / (4 * 2), 9 / (4 * 1), 0.0])
 
 
+def _first_step(run: Path) -> dict[str, str]:
+    with open(run / "metrics.csv") as f:
+        return next(r for r in csv.DictReader(f) if r.get("train/loss"))
+
+
 def test_l1_penalty_is_logged_and_added(run_zoo, image_folder):
-    rc, runs = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST,
-                       "--model.l1", 1e-4, "--trainer.logger", "CSVLogger")  # fmt: skip
+    args = ["fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST, "--trainer.logger", "CSVLogger"]  # fmt: skip
+    rc, runs = run_zoo(*args, "--model.l1", 1e-4)
     assert rc == 0
     run = next((runs / "cnn").iterdir())
-    with open(run / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/l1")]
+    first = _first_step(run)
     model = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert rows and float(rows[0]["train/l1"]) > 0
-    assert float(rows[0]["train/l1"]) == pytest.approx(
+    assert float(first["train/l1"]) == pytest.approx(
         1e-4 * sum(float(v.abs().sum()) for k, v in model.items() if k.startswith("net.") and v.ndim > 1),
         rel=0.2,
     )  # the penalty is 1e-4 * sum|w| (weights moved a little since the first step)
+    assert run_zoo(*args)[0] == 0  # same seed without L1: the same weights and batch at step 0
+    plain = _first_step(sorted((runs / "cnn").iterdir())[-1])
+    assert "train/l1" not in plain or not plain["train/l1"]
+    # the loss that is optimised (and logged) is the cross-entropy plus the penalty
+    assert float(first["train/loss"]) - float(plain["train/loss"]) == pytest.approx(
+        float(first["train/l1"]), rel=1e-3
+    )
 
 
 def test_balanced_class_weights_train_and_checkpoints_load_anywhere(run_zoo, tmp_path):
@@ -89,11 +99,24 @@ def test_mean_and_std_auto_are_measured_on_the_training_images(run_zoo, tmp_path
 
 
 class MixProbe(L.Callback):
-    """Records, per training step, the share of input pixels that differ from the loader's images."""
+    """Records, per training step, the share of input pixels that differ from the loader's images, and the
+    soft targets the model's mixer made."""
 
     changed: list[float] = []
+    targets: list[torch.Tensor] = []
+    classes = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mixer = pl_module.mixer
+
+        def mix_and_record(images, labels):
+            images, targets = mixer(images, labels)
+            MixProbe.targets.append(targets.clone())
+            return images, targets
+
+        pl_module.mixer = mix_and_record
+        MixProbe.classes = pl_module.num_classes
+
         def record(_module, inputs) -> None:
             if not pl_module.training:
                 return  # validation
@@ -108,12 +131,17 @@ class MixProbe(L.Callback):
 
 @pytest.mark.parametrize(("option", "share"), [("mixup", (0.9, 1.0)), ("cutmix", (0.0, 0.99))])
 def test_mixup_blends_whole_images_and_cutmix_pastes_a_box(run_zoo, image_folder, option, share):
-    MixProbe.changed = []
+    MixProbe.changed, MixProbe.targets = [], []
     rc, _ = run_zoo("fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST,
                     "--data.batch_size", 8, f"--model.{option}", 1.0, "--model.label_smoothing", 0.1,
                     "--trainer.logger", "false", "--trainer.callbacks+=tests.test_regularisation.MixProbe")  # fmt: skip
     assert rc == 0 and len(MixProbe.changed) == 3  # 24 images, batches of 8
     assert all(share[0] < c <= share[1] for c in MixProbe.changed), MixProbe.changed
+    targets = torch.cat(MixProbe.targets)  # (24, classes): each image's mix of two smoothed one-hot labels
+    assert MixProbe.classes >= 3 and targets.shape == (24, MixProbe.classes)
+    assert targets.sum(1) == pytest.approx(torch.ones(24))
+    # label smoothing is in the soft targets: a class neither image is gets 0.1 / classes, not 0
+    assert targets.min(1).values == pytest.approx(torch.full((24,), 0.1 / MixProbe.classes))
 
 
 def test_mixing_refuses_class_weights(run_zoo, image_folder, capsys):
