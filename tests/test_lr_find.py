@@ -71,10 +71,14 @@ def test_fit_lr_find_flag(run_zoo, tmp_path, monkeypatch):
     # batch 4: 250 steps an epoch, so the 100-step sweep ends inside epoch 0, the epoch the fit then trains
     rc, runs = run_zoo("fit", *BASE, "--lr_find", "true", "--trainer.max_epochs", 1, "--trainer.logger", "true",
                        "--data.batch_size", 4, "--trainer.callbacks+=tests.helpers.StepLossProbe",
-                       "--trainer.callbacks.out", probe)  # fmt: skip
+                       "--trainer.callbacks.out", probe, "--trainer.callbacks+=tests.helpers.LrProbe",
+                       "--trainer.callbacks.out", tmp_path / "lr.json")  # fmt: skip
     assert rc == 0
     run_dir = only_run_dir(runs, "cnn")
-    assert (run_dir / "lr_find.json").is_file()
+    suggestion = json.loads((run_dir / "lr_find.json").read_text())["suggestion"]
+    used = json.loads((tmp_path / "lr.json").read_text())  # the fit's first step, after the sweep's
+    # it trains with the finder's lr
+    assert used["model_lr"] == suggestion and max(used["base_lrs"]) == suggestion
     fit_epoch = json.loads(probe.read_text())[-1]  # the finder's sweep came first, on the same trainer
     with open(run_dir / "metrics.csv") as f:
         logged = [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]

@@ -28,7 +28,19 @@ def test_optimizer_class_groups_and_decay(name):
     opt = model.configure_optimizers()
     assert type(opt) is EXPECTED[name]
     decays = sorted(g["weight_decay"] for g in opt.param_groups)
-    assert decays == [0.0, 0.05]  # no decay on biases and norm weights
+    assert decays == [0.0, 0.05]
+    names = {id(p): n for n, p in model.named_parameters()}
+    undecayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert undecayed | decayed == set(names.values()) and not undecayed & decayed
+    # no decay on biases and norm weights; decay on conv and linear weights
+    assert {n for n in undecayed if n.endswith(".bias")} and all(
+        model.get_parameter(n).ndim <= 1 for n in undecayed
+    )
+    norm_layers = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d, torch.nn.LayerNorm, torch.nn.GroupNorm)
+    norms = {f"{m}.weight" for m, mod in model.named_modules() if isinstance(mod, norm_layers)}
+    assert norms and norms <= undecayed
+    assert decayed and all(model.get_parameter(n).ndim > 1 for n in decayed)
     assert all(g["lr"] == pytest.approx(0.02) for g in opt.param_groups)
     if name in ("sgd", "rmsprop"):
         assert opt.defaults["momentum"] == 0.8
