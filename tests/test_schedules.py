@@ -60,12 +60,17 @@ def test_step_schedule_through_the_cli(run_zoo, image_folder):
 def test_plateau_runs_on_val_loss_and_its_state_survives_resume(run_zoo, image_folder):
     args = ["fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, *FAST, "--model.scheduler",
             "plateau", "--model.plateau_patience", 0, "--model.plateau_factor", 0.5, "--model.lr", 0.01,
-            "--trainer.logger", "false"]  # fmt: skip
+            "--model.min_lr", 0.004, "--trainer.logger", "false"]  # fmt: skip
     rc, runs = run_zoo(*args, "--trainer.max_epochs", 3)
     assert rc == 0
     last = sorted((runs / "cnn").iterdir())[-1] / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, weights_only=False)["lr_schedulers"][0]
+    ckpt = torch.load(last, weights_only=False)
+    saved = ckpt["lr_schedulers"][0]
     assert {"best", "num_bad_epochs", "patience"} <= set(saved) and saved["patience"] == 0
+    assert saved["factor"] == 0.5 and saved["min_lrs"] == [0.004, 0.004]  # both parameter groups
+    lrs = [g["lr"] for g in ckpt["optimizer_states"][0]["param_groups"]]
+    assert lrs == saved["_last_lr"]  # what the optimiser trains with: 0.01 halved per stalled epoch, >= 0.004
+    assert lrs[0] in [pytest.approx(max(0.01 * 0.5**cuts, 0.004)) for cuts in range(4)]
     # stepped once per epoch *before* last.ckpt is written: 3 epochs, 3 steps (Lightning's order gives 2)
     assert saved["last_epoch"] == 3
     assert run_zoo(*args, "--trainer.max_epochs", 4, "--ckpt_path", last)[0] == 0
