@@ -143,15 +143,27 @@ class StopAfter(L.Callback):
 
 
 class RewindProbe(L.Callback):
-    """Checks, when each lottery-ticket round starts, that the net was rewound to its first epoch's weights.
+    """Checks, when each lottery-ticket round starts, that the net was rewound to its first epoch's weights and
+    the optimiser's state cleared, and records the lr of each round's first step.
 
-    Writes {"rounds_checked": N, "mismatches": [...], "trained_differs": bool} to `out`.
+    Writes {"rounds_checked": N, "mismatches": [...], "trained_differs": bool, "optimizer_states": [...],
+    "round_start_lrs": [...], "second_step_lr": float} to `out`.
     """
 
     def __init__(self, out: str, round_epochs: int = 1) -> None:
         self.out, self.round_epochs = out, round_epochs
         self.start: dict | None = None
-        self.result = {"rounds_checked": 0, "mismatches": [], "trained_differs": False}
+        self.result = {"rounds_checked": 0, "mismatches": [], "trained_differs": False, "optimizer_states": [],
+                       "round_start_lrs": [], "second_step_lr": None}  # fmt: skip
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        if batch_idx == 0 and trainer.current_epoch % self.round_epochs == 0:
+            self.result["round_start_lrs"].append(lr)
+        if trainer.global_step == 1:
+            self.result["second_step_lr"] = lr
+        with open(self.out, "w") as f:
+            json.dump(self.result, f)
 
     def on_train_epoch_start(
         self, trainer, pl_module
@@ -164,6 +176,7 @@ class RewindProbe(L.Callback):
         if trainer.current_epoch % self.round_epochs:
             return
         self.result["rounds_checked"] += 1
+        self.result["optimizer_states"].append(sum(len(o.state) for o in trainer.optimizers))
         for key, value in state.items():
             if key.endswith("_mask"):
                 continue

@@ -44,7 +44,16 @@ def test_the_ticket_reaches_its_sparsity_is_rewound_resumes_and_predicts(
 
     # Each round but the first starts from the first epoch's weights under the new mask; training moved them.
     checked = json.loads(probe.read_text())
-    assert checked == {"rounds_checked": 2, "mismatches": [], "trained_differs": True}
+    assert (checked["rounds_checked"], checked["mismatches"], checked["trained_differs"]) == (2, [], True)
+    assert checked["optimizer_states"] == [0, 0]  # each round starts without the old weights' momentum
+    # the one-cycle schedule restarts with each round: every round's first step has the first round's lr
+    first, *later = checked["round_start_lrs"]
+    assert len(later) == 2 and later == [first, first] and checked["second_step_lr"] != first
+
+    # The 75 % is ranked across the whole net (use_global_unstructured): layers end up pruned unequally.
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    layers = [_zero_share({k: v}) for k, v in last.items() if k.endswith(".weight") and v.dim() in (2, 4)]
+    assert len(layers) >= 4 and max(layers) - min(layers) > 0.05, layers
 
     rounds = json.loads((run / "pruning.json").read_text())["rounds"]
     assert [r["sparsity"] for r in rounds] == pytest.approx([0.0, 0.5, 0.75], abs=1e-3)
