@@ -87,6 +87,21 @@ def test_tta_averages_the_image_and_its_mirror(trained_ckpt: Path):
     assert [got[name] for name in tta.class_names] == pytest.approx(expected[0].tolist(), abs=1e-6)
 
 
-def test_evaluate_with_tta_records_it(trained_ckpt: Path, tmp_path):
-    assert main(["evaluate", "--checkpoint", str(trained_ckpt), "--tta", "--output", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "evaluation.json").read_text())["tta"] is True
+def test_evaluate_with_tta_scores_each_image_with_its_mirror_and_records_it(trained_ckpt: Path, tmp_path):
+    from apps.inference import Predictor
+
+    p_true = {}
+    for tta in (False, True):
+        out = tmp_path / str(tta)
+        args = ["evaluate", "--checkpoint", str(trained_ckpt), "--top_losses", "1000", "--output", str(out)]
+        assert main([*args, "--tta"] if tta else args) == 0
+        evaluation = json.loads((out / "evaluation.json").read_text())
+        assert evaluation["tta"] is tta
+        p_true[tta] = {row["file"]: (row["true"], row["p_true"]) for row in evaluation["top_losses"]}
+    assert len(p_true[True]) == evaluation["images"] > 0
+    # the scores evaluate used are the image's and its mirror image's averaged, as `zoo predict --tta` gives them
+    predictor = Predictor(trained_ckpt, tta=True)
+    for file, (true, score) in p_true[True].items():
+        topk = predictor.predict([file], top_k=len(predictor.class_names))[0]["topk"]
+        assert score == pytest.approx(next(s["score"] for s in topk if s["label"] == true), abs=1e-5)
+    assert any(p_true[True][f][1] != pytest.approx(p_true[False][f][1], abs=1e-4) for f in p_true[True])

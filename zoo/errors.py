@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class ZooError(Exception):
@@ -20,8 +20,25 @@ class Diverged(ZooError):
 class VerbParser(argparse.ArgumentParser):
     """argparse for `zoo predict/export/app/models`: a mistake is one `zoo: error:` line, not usage + error."""
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # `zoo fit`'s options are spelled with underscores (--data.batch_size, --ckpt_path): each --top-k here
+        # also answers to --top_k, so a user need not remember which verb takes which spelling. (Not as argparse
+        # aliases: its messages and help would then name every option twice.)
+        if args is not None:
+            args = [_hyphenated(arg, self._option_string_actions) for arg in args]
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         raise ZooError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _hyphenated(arg: str, known: dict[str, Any]) -> str:
+    """--top_k (or --top_k=3) as --top-k when that is the option's name."""
+    name, eq, value = arg.partition("=")
+    if not name.startswith("--") or name in known:
+        return arg
+    hyphen = "--" + name[2:].replace("_", "-")
+    return f"{hyphen}{eq}{value}" if hyphen in known else arg
 
 
 def positive_int(text: str) -> int:
