@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -138,13 +139,35 @@ def test_top5_and_test_split_with_validate_and_test(run_zoo, tmp_path, capsys):
     assert "val/acc" in capsys.readouterr().out
 
 
-def test_bf16_mixed_precision_on_cpu(run_zoo, image_folder):
+class LogitsDtypeProbe(L.Callback):
+    """Records the dtype of the net's output in each training step."""
+
+    dtypes: list[torch.dtype] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        def record(_module, _inputs, output) -> None:
+            if pl_module.training:
+                LogitsDtypeProbe.dtypes.append(output.dtype)
+
+        pl_module.net.register_forward_hook(record)
+
+
+def test_bf16_mixed_precision_on_cpu(run_zoo, image_folder, capsys):
+    LogitsDtypeProbe.dtypes = []
     rc, runs = run_zoo(
         "fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, "--data.channels", 3,
         "--data.image_size", 16, "--trainer.precision", "bf16-mixed", *FAST, *NO_LOG,
+        "--trainer.callbacks+=tests.test_cli.LogitsDtypeProbe",
     )  # fmt: skip
     assert rc == 0
-    assert (only_run_dir(runs, "cnn") / "checkpoints" / "best.ckpt").is_file()
+    assert "on cpu (bf16-mixed)" in capsys.readouterr().err
+    assert LogitsDtypeProbe.dtypes and set(LogitsDtypeProbe.dtypes) == {
+        torch.bfloat16
+    }  # autocast in training
+    best = torch.load(only_run_dir(runs, "cnn") / "checkpoints" / "best.ckpt", weights_only=True)
+    assert {v.dtype for v in best["state_dict"].values() if v.is_floating_point()} == {
+        torch.float32
+    }  # fp32 master
 
 
 def test_label_smoothing_is_the_training_loss_and_the_validation_criterion():
