@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from tests.conftest import FAST
@@ -14,9 +15,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class GradNormProbe(L.Callback):
-    """Records the gradient norm of each optimiser step (after Lightning's clipping)."""
+    """Records the gradient norm and the largest gradient element of each optimiser step (after Lightning's
+    clipping)."""
 
     norms: list[float] = []
+    largest: list[float] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         params = [p for p in pl_module.parameters() if p.requires_grad]
@@ -26,6 +29,7 @@ class GradNormProbe(L.Callback):
             GradNormProbe.norms.append(
                 float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
             )
+            GradNormProbe.largest.append(max(float(g.abs().max()) for g in grads))
 
         trainer.optimizers[0].register_step_post_hook(
             record
@@ -37,12 +41,16 @@ def fit(run_zoo, folder, *extra):
                    *FAST, "--trainer.logger", "false", *extra)  # fmt: skip
 
 
-def test_gradient_clipping_by_norm_bounds_every_step(run_zoo, image_folder):
-    GradNormProbe.norms = []
-    rc, _ = fit(run_zoo, image_folder, "--model.lr", 0.05, "--trainer.gradient_clip_val", 0.01,
-                "--trainer.gradient_clip_algorithm", "norm", "--trainer.callbacks+=tests.test_toolbox.GradNormProbe")  # fmt: skip
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_bounds_every_step(run_zoo, image_folder, algorithm):
+    GradNormProbe.norms, GradNormProbe.largest = [], []
+    rc, _ = fit(run_zoo, image_folder, "--model.lr", 0.05, "--trainer.gradient_clip_val", 0.001,
+                "--trainer.gradient_clip_algorithm", algorithm, "--trainer.callbacks+=tests.test_toolbox.GradNormProbe")  # fmt: skip
     assert rc == 0 and len(GradNormProbe.norms) == 6
-    assert max(GradNormProbe.norms) <= 0.01 * 1.001
+    if algorithm == "norm":  # the whole gradient rescaled to norm 0.001
+        assert max(GradNormProbe.norms) <= 0.001 * 1.001
+    else:  # each element cut to [-0.001, 0.001]; many are at the bound, so the norm is well above it
+        assert max(GradNormProbe.largest) == pytest.approx(0.001) and min(GradNormProbe.norms) > 0.001 * 1.5
 
 
 def test_gradient_accumulation_steps_once_per_k_batches(run_zoo, image_folder):
