@@ -74,6 +74,28 @@ class FlipProbe(L.Callback):
             json.dump({"hflip": any(isinstance(t, A.HorizontalFlip) for t in transform.transforms)}, f)
 
 
+class LoaderProbe(L.Callback):
+    """Saves what the training loader really does: its sampler, its pipeline's transforms, the labels it gave
+    and the first batch's images."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.labels: list[int] = []
+        self.first: list | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.labels += batch[1].tolist()
+        if self.first is None:
+            self.first = batch[0].tolist()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        loader = trainer.train_dataloader
+        with open(self.out, "w") as f:
+            json.dump({"sampler": type(loader.sampler).__name__,
+                       "transforms": [type(t).__name__ for t in loader.dataset.transform.transforms],
+                       "labels": self.labels, "first_batch": self.first}, f)  # fmt: skip
+
+
 class HangAt(L.Callback):
     """At the given epoch and batch, writes `marker` and waits, so a test can signal the run mid-epoch.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import albumentations as A
@@ -137,13 +138,21 @@ def test_save_preset_refuses_other_suffixes_and_names(tmp_path):
 
 def test_cli_trains_with_a_pipeline_file_and_saves_its_path(run_zoo, tmp_path, image_folder):
     path = pipeline_file(tmp_path / "my_aug.yaml", A.ToGray(p=1), A.RandomCrop(12, 12))
+    probe = tmp_path / "loader.json"
     rc, runs = run_zoo(
         "fit", "--config", CONFIGS / "cnn.yaml", "--data.root", image_folder, "--data.image_size", 16,
-        "--data.augment", path, "--model.channels_per_block", "[8, 16]", *FAST, "--trainer.logger", "false",
+        "--data.channels", 3, "--data.augment", path, "--model.channels_per_block", "[8, 16]", *FAST,
+        "--trainer.logger", "false", "--trainer.callbacks+=tests.helpers.LoaderProbe", "--trainer.callbacks.out", probe,
     )  # fmt: skip
     assert rc == 0
     saved = yaml.safe_load((only_run_dir(runs, "cnn") / "config.yaml").read_text())
     assert saved["data"]["init_args"]["augment"] == path
+    seen = json.loads(probe.read_text())
+    # the file's transforms, then the resize and crop back to 16 px squares
+    assert seen["transforms"][:2] == ["ToGray", "RandomCrop"] and seen["transforms"][-1] == "ToTensorV2"
+    first = torch.tensor(seen["first_batch"])  # (B, 3, 16, 16): ToGray made the three channels equal
+    assert first.shape[1:] == (3, 16, 16) and torch.equal(first[:, 0], first[:, 1])
+    assert torch.equal(first[:, 1], first[:, 2])
 
 
 def test_cli_reports_a_broken_file_in_one_line(run_zoo, tmp_path, image_folder, capsys):

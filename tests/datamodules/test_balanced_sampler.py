@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +82,21 @@ def test_fashion_mnist_balances_too(tmp_path):
     assert np.mean(np.array(first) == 0) < 0.3  # 0.6 of the training set; a tenth of the draws on average
 
 
-def test_cli_trains_with_the_balanced_sampler(run_zoo, imbalanced_folder):
+def test_cli_trains_with_the_balanced_sampler(run_zoo, imbalanced_folder, tmp_path):
+    probe = tmp_path / "loader.json"
     rc, runs = run_zoo(
         "fit", "--config", CONFIGS / "cnn.yaml", "--data.root", imbalanced_folder, "--data.sampler", "balanced",
-        "--data.batch_size", 8, "--model.channels_per_block", "[8, 16]", *FAST, "--trainer.logger", "false",
+        "--data.batch_size", 8, "--model.channels_per_block", "[8, 16]", *FAST, "--trainer.max_epochs", 5,
+        "--trainer.logger", "false", "--trainer.callbacks+=tests.helpers.LoaderProbe", "--trainer.callbacks.out", probe,
     )  # fmt: skip
     assert rc == 0
     saved = yaml.safe_load((only_run_dir(runs, "cnn") / "config.yaml").read_text())
     assert saved["data"]["init_args"]["sampler"] == "balanced"
+    seen = json.loads(probe.read_text())
+    assert seen["sampler"] == "WeightedRandomSampler"
+    # 5 epochs of 5 full batches of 8: the 9 % minority class b (label 1) comes about half the time, not 9 %
+    share = sum(seen["labels"]) / len(seen["labels"])
+    assert len(seen["labels"]) == 5 * 40 and 0.35 < share < 0.65, share
 
 
 def test_cli_names_the_samplers_for_a_wrong_one(run_zoo, imbalanced_folder, capsys):
