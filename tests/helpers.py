@@ -172,8 +172,8 @@ class RewindProbe(L.Callback):
     "round_start_lrs": [...], "second_step_lr": float} to `out`.
     """
 
-    def __init__(self, out: str, round_epochs: int = 1) -> None:
-        self.out, self.round_epochs = out, round_epochs
+    def __init__(self, out: str, round_epochs: int = 1, rewind_epoch: int = 0) -> None:
+        self.out, self.round_epochs, self.rewind_epoch = out, round_epochs, rewind_epoch
         self.start: dict | None = None
         self.result = {"rounds_checked": 0, "mismatches": [], "trained_differs": False, "optimizer_states": [],
                        "round_start_lrs": [], "second_step_lr": None}  # fmt: skip
@@ -191,11 +191,11 @@ class RewindProbe(L.Callback):
         self, trainer, pl_module
     ) -> None:  # runs after LotteryTicket's (added before it)
         net = pl_module.net
-        if self.start is None:
+        if trainer.current_epoch == self.rewind_epoch:
             self.start = {k: v.detach().clone() for k, v in net.state_dict().items()}
             return
         state = net.state_dict()
-        if trainer.current_epoch % self.round_epochs:
+        if self.start is None or trainer.current_epoch % self.round_epochs:
             return
         self.result["rounds_checked"] += 1
         self.result["optimizer_states"].append(sum(len(o.state) for o in trainer.optimizers))
@@ -209,7 +209,7 @@ class RewindProbe(L.Callback):
             json.dump(self.result, f)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == 0:
+        if trainer.current_epoch == self.rewind_epoch:
             state = pl_module.net.state_dict()
             self.result["trained_differs"] = any(not torch.equal(state[k], v) for k, v in self.start.items())
 

@@ -79,6 +79,28 @@ def test_the_ticket_reaches_its_sparsity_is_rewound_resumes_and_predicts(
     assert _zero_share(resumed["state_dict"]) == pytest.approx(0.75, abs=1e-3)
 
 
+@pytest.mark.slow
+def test_a_later_rewind_point_and_pruning_each_layer_alike(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    probe = tmp_path / "probe.json"
+    args = [
+        "fit", "--config", CNN, "--data.root", str(image_folder), *FAST, "--trainer.max_epochs", "6",
+        "--trainer.logger", "false", "--data.batch_size", "8", "--model.channels_per_block", "[8, 16]",
+        "--trainer.callbacks+=zoo.pruning.LotteryTicket", "--trainer.callbacks.sparsity", "0.75",
+        "--trainer.callbacks.rounds", "2", "--trainer.callbacks.rewind_epoch", "1",
+        "--trainer.callbacks.use_global_unstructured", "false",
+        "--trainer.callbacks+=tests.helpers.RewindProbe", "--trainer.callbacks.out", str(probe),
+        "--trainer.callbacks.round_epochs", "2", "--trainer.callbacks.rewind_epoch", "1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    # rounds of 2 epochs: the prunes at epochs 2 and 4 rewind to the weights at the start of epoch 1, not 0
+    checked = json.loads(probe.read_text())
+    assert (checked["rounds_checked"], checked["mismatches"], checked["trained_differs"]) == (2, [], True)
+    last = torch.load(tmp_path / "runs/cnn/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    layers = [_zero_share({k: v}) for k, v in last.items() if k.endswith(".weight") and v.dim() in (2, 4)]
+    assert layers == pytest.approx([0.75] * len(layers), abs=0.01)  # each layer pruned alike
+
+
 def test_rounds_that_do_not_split_the_epochs_are_one_line(image_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", CNN, "--data.root", str(image_folder), *FAST, "--trainer.max_epochs", "4",
