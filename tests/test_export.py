@@ -88,3 +88,34 @@ def test_inference_module_is_plain_pytorch(trained_ckpt):
 def test_unknown_format_is_rejected(trained_ckpt, fmt, capsys):
     assert main(["export", "--checkpoint", str(trained_ckpt), "--format", fmt]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_calibrated_model_exports_calibrated_in_every_format(trained_ckpt, tmp_path):
+    """`zoo calibrate`'s temperature divides the logits in ONNX, TorchScript and safetensors as in the .ckpt."""
+    from apps.inference import Predictor
+
+    ckpt = torch.load(trained_ckpt, weights_only=False)
+    ckpt["hyper_parameters"]["temperature"] = 2.0  # what `zoo calibrate` changes in its copy
+    calibrated = tmp_path / "calibrated.ckpt"
+    torch.save(ckpt, calibrated)
+    model = load_checkpoint(calibrated)
+    x = check_images(model)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(expected * 2, load_checkpoint(trained_ckpt)(x), atol=1e-5)  # T really is 2
+    outputs = {}
+    for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt"), ("safetensors", ".safetensors")):
+        out = tmp_path / f"m{suffix}"
+        assert main(["export", "--checkpoint", str(calibrated), "--format", fmt, "--output", str(out)]) == 0
+        outputs[fmt] = out
+    onnx_logits = ort.InferenceSession(str(outputs["onnx"])).run(None, {"image": x.numpy()})[0]
+    assert abs(onnx_logits - expected.numpy()).max() <= 1e-4
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(outputs["torchscript"]))(x), expected, atol=1e-5)
+        assert torch.allclose(load_checkpoint(outputs["safetensors"])(x), expected, atol=1e-6)
+    image = next((trained_ckpt.parents[4] / "images" / "val" / "cat").iterdir())
+    scores = [
+        {s["label"]: s["score"] for s in Predictor(path).predict([image], top_k=3)[0]["topk"]}
+        for path in (calibrated, outputs["onnx"], outputs["safetensors"])
+    ]
+    assert scores[1] == pytest.approx(scores[0], abs=1e-5) and scores[2] == pytest.approx(scores[0], abs=1e-6)

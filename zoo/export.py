@@ -28,16 +28,19 @@ TORCHSCRIPT_NOTE = (
 
 
 class InferenceModule(nn.Module):
-    """Normalisation + net as a plain nn.Module (no Lightning): input (B, C, H, W) in [0, 1] -> logits."""
+    """Normalisation + net (+ the calibrated temperature) as a plain nn.Module (no Lightning): input
+    (B, C, H, W) in [0, 1] -> the logits ImageClassifier.forward gives."""
 
     def __init__(self, model: ImageClassifier) -> None:
         super().__init__()
         self.net = model.net
         self.register_buffer("mean", model.mean.clone())
         self.register_buffer("std", model.std.clone())
+        self.temperature = float(model.hparams.temperature)  # `zoo calibrate`'s T; a constant in the trace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        logits = self.net((x - self.mean) / self.std)
+        return logits if self.temperature == 1 else logits / self.temperature
 
 
 def check_images(model: ImageClassifier, n: int = 8) -> torch.Tensor:
