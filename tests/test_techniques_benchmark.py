@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -13,14 +14,24 @@ from benchmarks import techniques
 def test_quick_mode_trains_each_row_and_tabulates_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
     out = tmp_path / "results" / "techniques.json"
+    # The run folders live in a temporary directory that main() removes: keep each run's metrics.csv as it is read.
+    metrics: dict[str, str] = {}
+    read_result = techniques.read_result
+
+    def keeping_metrics(row, runs_dir):
+        (path,) = runs_dir.rglob("metrics.csv")
+        metrics[row.name] = path.read_text()
+        return read_result(row, runs_dir)
+
+    monkeypatch.setattr(techniques, "read_result", keeping_metrics)
     results = techniques.main(["fashion"], [0, 1, 2], ["baseline", "cutmix"], 6, quick=True, out=out)
     assert json.loads(out.read_text()) == results  # written as it went
     runs = results["runs"]["sample"]
     assert list(runs) == ["baseline", "cutmix"]
-    for row in runs.values():
+    for name, row in runs.items():
         assert [r["seed"] for r in row] == [0]  # quick: one seed
         assert row[0]["error"] is None
-        assert 0 <= row[0]["val_acc"] <= 1
+        assert row[0]["val_acc"] == best_val_acc(metrics[name])
         assert row[0]["wall_s"] > 0
         assert row[0]["args"][row[0]["args"].index("--trainer.max_epochs") + 1] == "1"  # quick: one epoch
     assert (
@@ -29,9 +40,33 @@ def test_quick_mode_trains_each_row_and_tabulates_it(tmp_path, monkeypatch):
     lines = techniques.table(results).splitlines()
     baseline = next(line for line in lines if line.startswith("| `baseline` |"))
     cutmix = next(line for line in lines if line.startswith("| `cutmix` |"))
-    assert baseline.split(" | ")[3] == "+0.0"  # the baseline's own difference
-    assert float(cutmix.split(" | ")[2].split()[0]) == pytest.approx(runs["cutmix"][0]["val_acc"], abs=1e-3)
+    base_acc, cutmix_acc = runs["baseline"][0]["val_acc"], runs["cutmix"][0]["val_acc"]
+    assert float(baseline.split(" | ")[2].split()[0]) == pytest.approx(base_acc, abs=1e-3)
+    assert float(cutmix.split(" | ")[2].split()[0]) == pytest.approx(cutmix_acc, abs=1e-3)
+    assert float(cutmix.split(" | ")[3]) == pytest.approx(100 * (cutmix_acc - base_acc), abs=0.05)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def best_val_acc(metrics_csv: str) -> float:
+    return max(float(r["val/acc"]) for r in csv.DictReader(metrics_csv.splitlines()) if r["val/acc"])
+
+
+def test_a_fit_rows_val_acc_is_the_best_val_acc_of_its_metrics_csv(tmp_path):
+    run = tmp_path / "baseline" / "version_0"  # wherever the logger put it below the row's runs_dir
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/acc,val/loss\n"
+        "0,9,2.1,,\n"
+        "0,9,,0.625,1.2\n"
+        "1,19,1.4,,\n"
+        "1,19,,0.75,0.9\n"  # the best epoch, not the last
+        "2,29,,0.6875,1.1\n"
+    )
+    assert techniques.read_result(techniques.BY_NAME["baseline"], tmp_path) == {"val_acc": 0.75}
+    (tmp_path / "stray" / "metrics.csv").parent.mkdir()
+    (tmp_path / "stray" / "metrics.csv").write_text("epoch,val/acc\n0,0.9\n")
+    with pytest.raises(RuntimeError, match="expected one file, found 2"):  # two runs in one folder: ambiguous
+        techniques.read_result(techniques.BY_NAME["baseline"], tmp_path)
 
 
 def test_summary_takes_medians_spreads_and_differences_in_points():
