@@ -243,5 +243,7 @@ class StepLossProbe(L.Callback):
         self.epochs[-1].append((float(outputs["loss"]), len(batch[1])))
 
     def on_train_end(self, trainer, pl_module) -> None:
-        with open(self.out, "w") as f:
+        # each process of a multi-process run writes its own file: OUT.rank0, OUT.rank1, ...
+        out = f"{self.out}.rank{trainer.global_rank}" if trainer.world_size > 1 else self.out
+        with open(out, "w") as f:
             json.dump(self.epochs, f)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shlex
@@ -32,7 +33,8 @@ def test_two_process_ddp_trains_once_and_its_val_acc_is_one_process_val_acc(tmp_
     fit = [sys.executable, "-m", "zoo.cli", "fit", "--config", str(ROOT / "configs" / "cnn.yaml"),
            "--data.root", "images", "--data.image_size", "16", "--data.batch_size", "4", "--data.num_workers", "0",
            "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-           "--trainer.strategy", "ddp"]  # fmt: skip
+           "--trainer.strategy", "ddp", "--trainer.callbacks+=tests.helpers.StepLossProbe",
+           "--trainer.callbacks.out", str(tmp_path / "steps.json")]  # fmt: skip
     proc = subprocess.run(fit, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     err = proc.stderr
@@ -46,9 +48,12 @@ def test_two_process_ddp_trains_once_and_its_val_acc_is_one_process_val_acc(tmp_
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run
     with open(run / "metrics.csv") as f:  # the epoch's training means, summed over both processes' images
         train = [r for r in csv.DictReader(f) if r.get("train/acc")]
-    assert (
-        len(train) == 1 and 0 <= float(train[0]["train/acc"]) <= 1 and float(train[0]["train/loss_epoch"]) > 0
-    )
+    assert len(train) == 1 and 0 <= float(train[0]["train/acc"]) <= 1
+    steps = [json.loads((tmp_path / f"steps.json.rank{rank}").read_text())[0] for rank in (0, 1)]
+    pooled = sum(loss * n for rank in steps for loss, n in rank) / sum(n for rank in steps for _, n in rank)
+    alone = [sum(loss * n for loss, n in rank) / sum(n for _, n in rank) for rank in steps]
+    assert float(train[0]["train/loss_epoch"]) == pytest.approx(pooled, rel=1e-5)  # both processes' images
+    assert all(mean != pytest.approx(pooled, rel=1e-3) for mean in alone)  # not either process's own mean
 
     # The same checkpoint evaluated by one process on the whole validation split gives the logged val/acc.
     one = ["--trainer.devices", "1", "--trainer.strategy", "auto"]  # the run's config.yaml says 2 processes
