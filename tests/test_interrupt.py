@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import make_folder
 from zoo.cli import main
@@ -39,10 +40,16 @@ def test_ctrl_c_saves_prints_the_resume_command_and_exits_130(tmp_path, monkeypa
     assert "Traceback" not in err and "interrupted in epoch" in err, err
     resume = next(ln for ln in err.splitlines() if ln.startswith("resume with: "))
     args = shlex.split(resume.removeprefix("resume with: "))
-    assert args[:2] == ["zoo", "fit"] and (tmp_path / args[args.index("--ckpt_path") + 1]).is_file()
+    saved_path = tmp_path / args[args.index("--ckpt_path") + 1]
+    assert args[:2] == ["zoo", "fit"] and saved_path.is_file()
+    saved = torch.load(saved_path, weights_only=False)["global_step"]
+    assert 0 < saved < 3 * 24  # where Ctrl-C stopped it (96 training images / batch 4: 24 steps an epoch)
 
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(args[1:]) == 0
     out = capsys.readouterr().err
     assert "resuming" in out and "epoch 3/3" in out
+    resumed = torch.load(sorted((tmp_path / "runs" / "cnn").iterdir())[-1] / "checkpoints" / "last.ckpt",
+                         weights_only=False)  # fmt: skip
+    assert (resumed["epoch"], resumed["global_step"]) == (2, 3 * 24)  # as an uninterrupted run ends
