@@ -43,6 +43,19 @@ def test_offline_run_holds_metrics_config_media_and_a_resume_continues_it(run_zo
     table = json.loads(next((media / "table" / "val").glob("predictions_*.table.json")).read_text())
     assert table["columns"] == ["image", "grad_cam", "true", "predicted", "score"] and len(table["data"]) == 6
     assert len(list((media / "images" / "val").glob("grad_cam_*.png"))) == 6  # the 6 val images, in the run
+    # the table holds the model's own predictions of those images: what zoo predict gives with the last epoch's
+    # weights (the table is logged at the last validation), class and score
+    from apps.inference import Predictor
+
+    predictor = Predictor(first / "checkpoints" / "last.ckpt")
+    lines = (first / "splits" / "val.txt").read_text().splitlines()  # "path<TAB>class", relative to the root
+    val = [image_folder / line.split("\t")[0] for line in lines]
+    rows = predictor.predict(val, top_k=1)
+    expected = sorted(
+        (Path(f).parent.name, r["label"], round(r["score"], 3)) for f, r in zip(val, rows, strict=True)
+    )
+    logged = sorted((t, p, round(s, 3)) for _, _, t, p, s in table["data"])
+    assert logged == expected
 
     last = first / "checkpoints" / "last.ckpt"
     run_id = torch.load(last, weights_only=True)["wandb_run_id"]
