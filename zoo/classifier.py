@@ -19,7 +19,7 @@ from zoo.console import info
 from zoo.errors import ZooError
 from zoo.loss import balanced_weights, cross_entropy, l1_penalty, make_mixer, mix
 from zoo.optimizers import Optimizer, build_optimizer
-from zoo.schedules import ScheduleConfig, Scheduler, build_scheduler
+from zoo.schedules import ScheduleConfig, Scheduler, build_scheduler, resume_lrs
 
 
 def check_dropout(args: dict[str, Any]) -> None:
@@ -262,6 +262,8 @@ class ImageClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         # A fit starts its sums afresh: the LR finder's sweep runs as a fit of its own, at the same epoch 0.
         self._train_sums = self._train_means = None
+        if self.trainer.ckpt_path:
+            resume_lrs(self.trainer)  # a resume with a larger max_epochs starts on the stretched schedule
 
     def _sum_train_epoch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         if self._train_sums is None or self._train_sums[0] != self.current_epoch:

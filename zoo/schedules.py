@@ -54,10 +54,25 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return cosine_between(1.0, 0.0, min(1.0, (step - warmup) / max(1, total - warmup)))
 
 
+def resume_lrs(trainer: Any) -> None:
+    """On a resumed run, put each parameter group on its schedule's lr at the restored step.
+
+    The optimiser's saved lr is the one the run was saved with, so a run resumed with a larger max_epochs (its
+    LambdaLR rebuilt longer, with only the step count restored) would train one step on the old schedule's lr,
+    the end of the old cycle, before the stretched schedule takes over. For a plain resume this changes nothing.
+    """
+    for config in trainer.lr_scheduler_configs:
+        schedule = config.scheduler
+        if isinstance(schedule, torch.optim.lr_scheduler.LambdaLR):
+            groups = schedule.optimizer.param_groups
+            for group, base, factor in zip(groups, schedule.base_lrs, schedule.lr_lambdas, strict=True):
+                group["lr"] = base * factor(schedule.last_epoch)
+
+
 def lr_factor(step: int, cfg: ScheduleConfig, steps_per_epoch: int, total: int) -> float:
     """The lr multiplier at `step` (0-based) for every shape LambdaLR runs."""
     if cfg.scheduler in ("onecycle", "cosine"):
-        warmup = max(1, int(total * cfg.warmup_pct))
+        warmup = max(1, int(total * cfg.warmup_pct)) if cfg.warmup_pct > 0 else 0  # 0: none at all
         return (one_cycle if cfg.scheduler == "onecycle" else warmup_cosine)(step, warmup, total)
     epoch = step // max(1, steps_per_epoch)  # the epoch this step belongs to: decays land on epoch edges
     if cfg.scheduler == "step":
