@@ -122,6 +122,10 @@ class Explainer:
         """
         if self.layer is not None and method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        classes = self.model.num_classes
+        if class_index is not None and not 0 <= class_index < classes:
+            # pytorch-grad-cam would catch the IndexError, print it and leave no heat-map
+            raise ValueError(f"class_index {class_index} is not a class of this model: use 0..{classes - 1}")
         image = image.float()
         x = image[None].to(self.model.mean.device)  # (1, C, H, W)
         with self.lock, torch.autocast(x.device.type, enabled=False), torch.enable_grad():

@@ -112,6 +112,70 @@ def test_every_method_runs_on_cnn_and_timm_and_mlp_gets_saliency():
     assert result.heatmap.max() == pytest.approx(1.0)
 
 
+def _grad_cam_by_hand(model, image: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM from its definition, not pytorch-grad-cam's: ReLU(sum_k mean_hw(dS_c / dA_k) * A_k) on the
+    CNN's CAM layer, then scaled and upsampled as pytorch-grad-cam (hence apps.explain) does."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    maps = []
+    hook = model.net.cam_layer.register_forward_hook(lambda m, i, out: maps.append(out))
+    try:
+        with torch.enable_grad():
+            score = model(image[None])[0, class_index]
+            grad = torch.autograd.grad(score, maps[0])[0]  # (1, C, h, w)
+    finally:
+        hook.remove()
+    cam = (grad.mean(dim=(2, 3), keepdim=True) * maps[0].detach()).sum(dim=1).clamp(min=0)  # (1, h, w)
+    upsampled = scale_cam_image(cam.numpy(), image.shape[:0:-1])  # to [0, 1], then bilinear to (1, H, W)
+    return scale_cam_image(upsampled)[0]  # to [0, 1] again after upsampling, as pytorch-grad-cam does
+
+
+def test_the_chosen_class_is_explained_not_the_predicted_one():
+    """A class asked for gets its own map: Grad-CAM by hand for that class, not the predicted class's."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    tiny = dict(class_names=["a", "b", "c"], image_size=16, channels=3, channels_per_block=(8, 16))
+    torch.manual_seed(0)
+    model = CNNClassifier(**tiny).eval()
+    image = torch.rand(3, 16, 16)
+    predicted = int(model(image[None]).argmax(-1))
+    by_hand = {c: _grad_cam_by_hand(model, image, c) for c in range(3)}
+    others = [c for c in range(3) if c != predicted]
+    for c in others:  # the test can tell the classes apart: their maps really differ
+        assert np.abs(by_hand[c] - by_hand[predicted]).max() > 0.2, c
+
+    assert np.abs(explain(model, image, "GradCAM").heatmap - by_hand[predicted]).max() < 1e-4
+    for c in others:
+        result = explain(model, image, "GradCAM", class_index=c)
+        assert result.class_index == c
+        assert np.abs(result.heatmap - by_hand[c]).max() < 1e-4, c
+
+    # The other gradient methods: the map pytorch-grad-cam draws for that class on a copy of the model.
+    # Not EigenCAM (class-agnostic by design), nor ScoreCAM: on untrained weights its softmax-scored
+    # masks barely depend on the class (maps within 0.001), so it could not tell the classes apart here.
+    reference = CNNClassifier(**tiny).eval()
+    reference.load_state_dict(model.state_dict())
+    for method in ("GradCAM++", "HiResCAM", "LayerCAM"):
+        own = explain(model, image, method).heatmap
+        for c in others:
+            with METHODS[method](model=reference, target_layers=[reference.net.cam_layer]) as cam:
+                expected = cam(input_tensor=image[None], targets=[ClassifierOutputTarget(c)])[0]
+            heat = explain(model, image, method, class_index=c).heatmap
+            assert np.abs(heat - expected).max() < 1e-4, (method, c)
+            assert np.abs(heat - own).max() > 0.1, (method, c)  # and not the predicted class's map
+
+    # Saliency (nets without a feature map) likewise: |d logit_c / d pixel| for the class asked for.
+    mlp = MLPClassifier(class_names=["a", "b", "c"], image_size=16, channels=1).eval()
+    gray = torch.rand(1, 16, 16)
+    saliency = []
+    for c in range(3):
+        x = gray[None].clone().requires_grad_(True)
+        grad = torch.autograd.grad(mlp(x)[0, c], x)[0].abs().amax(dim=1)[0]  # (H, W)
+        saliency.append((grad / grad.max()).numpy())
+        assert np.abs(explain(mlp, gray, class_index=c).heatmap - saliency[c]).max() < 1e-5, c
+    assert np.abs(saliency[0] - saliency[1]).max() > 0.1
+
+
 def test_explained_in_float32_even_for_a_half_precision_model():
     torch.manual_seed(0)
     model = CNNClassifier(class_names=["a", "b"], image_size=16, channels=1).eval()
@@ -270,3 +334,10 @@ def test_a_vit_gets_saliency_with_a_note_that_says_why(monkeypatch):
     assert target_layer(model) is None
     result = explain(model, torch.rand(3, 32, 32), "GradCAM")
     assert result.method == SALIENCY and "no (C, H, W) feature map" in result.note
+
+
+def test_a_class_index_the_model_lacks_is_one_clear_error():
+    model = CNNClassifier(class_names=["a", "b"], image_size=16, channels=1).eval()
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match=f"class_index {bad} is not a class of this model: use 0..1"):
+            explain(model, torch.rand(1, 16, 16), "GradCAM", class_index=bad)

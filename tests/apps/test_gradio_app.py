@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.gradio_app import launch
+from apps.gradio_app import PREDICTED, launch
 from datamodules.images import list_images
 from zoo.cli import main
 
@@ -60,6 +60,23 @@ def test_api_explain_returns_an_overlay_for_a_chosen_method_and_class(client, ap
     image = np.asarray(Image.open(overlay))
     assert image.shape[:2] == (384, 384) and image.shape[2] in (3, 4)  # the 16 px CAM, scaled up to be seen
     assert "GradCAM++" in note and "owl" in note
+
+
+def test_api_explain_draws_the_class_asked_for(client, app):
+    """The overlay for a class that is not the predicted one is that class's map, not the prediction's."""
+    from gradio_client import handle_file
+
+    image = handle_file(str(app[1][0]))
+    predicted = client.predict(image, api_name="/predict")["label"]
+
+    def overlay(target: str) -> np.ndarray:
+        path, _ = client.predict(image, "best.ckpt", "GradCAM", target, api_name="/explain")
+        return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)  # (384, 384, 3)
+
+    shown = overlay(PREDICTED)
+    assert np.abs(overlay(predicted) - shown).max() < 1  # the predicted class by name: the same picture
+    for other in {"cat", "dog", "owl"} - {predicted}:
+        assert np.abs(overlay(other) - shown).mean() > 20, other  # of 255 (measured 75-94): another map
 
 
 def test_model_selector_serves_the_onnx_model_for_predictions(client, app):
