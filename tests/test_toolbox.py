@@ -132,6 +132,14 @@ def test_swa_averages_the_later_epochs_and_saves_the_average(run_zoo, image_fold
     assert (
         EpochLrProbe.lrs[0] < EpochLrProbe.lrs[1] != pytest.approx(0.001)
     )  # before: zoo's one-cycle warming up
+    # the run's config.yaml (what a resume line reuses) holds SWA's device and loads again
+    from zoo.lightning_cli import parse_config
+
+    config = next(runs.rglob("config.yaml"))
+    assert "Unable to serialize" not in config.read_text()
+    swa_config = next(c for c in parse_config("fit", ["--config", str(config)]).trainer.callbacks
+                      if c.class_path.endswith("StochasticWeightAveraging"))  # fmt: skip
+    assert str(swa_config.init_args.device) == "cpu"
 
 
 class OutOfMemoryAbove8(CNNClassifier):

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from jsonargparse.typing import register_type
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -36,6 +38,12 @@ from zoo.runs import (
 from zoo.weights import check_weights_path, load_tensors_only
 
 LINKED = ("class_names", "image_size", "channels", "mean", "std", "interpolation")
+
+# A callback whose default is a torch.device (StochasticWeightAveraging's device=cpu) would be written to
+# config.yaml as "Unable to serialize instance cpu", and the run's config would not load again: "cpu" it is.
+register_type(
+    torch.device, serializer=str, deserializer=torch.device, deserializer_exceptions=(RuntimeError, TypeError)
+)
 
 
 class ZooCLI(LightningCLI):
