@@ -48,6 +48,8 @@ def one_error_line(capsys: pytest.CaptureFixture) -> str:
         (["validate", "--data.roots", "x"], "did you mean --data.root?"),
         (["predict", "--checkpoint", "x.ckpt", "--top-k", "0", "a.png"], "--top-k: must be at least 1, got 0"),
         (["predict", "--checkpoint", "x.ckpt", "--top_k=0", "a.png"], "--top-k: must be at least 1, got 0"),  # fit's spelling
+        (["batch-size-find", "--max_batch_size", "abc"], "--max_batch_size: expected a whole number, got 'abc'"),
+        (["batch-size-find", "--max_batch_size=0"], "--max_batch_size: must be at least 1, got 0"),
         (["export", "--checkpoint", "x.ckpt", "--format", "tflite"], "invalid choice: 'tflite'"),
         (["fti"], "unknown verb 'fti'; did you mean fit?"),
         ([*CNN, "--lr", "0.1"], "unknown option --lr; did you mean --model.lr?"),

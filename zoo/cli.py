@@ -54,10 +54,11 @@ def batch_size_main(args: list[str]) -> None:
     from zoo.batch_size import find_batch_size
     from zoo.lightning_cli import ZooCLI
 
-    cap = 4096
-    if "--max_batch_size" in args:  # a finder option, not a fit option: taken out before the config parsing
-        i = args.index("--max_batch_size")
-        cap, args = int(args[i + 1]), args[:i] + args[i + 2 :]
+    # A finder option, not a fit option: taken out before the config parsing.
+    p = VerbParser(prog="zoo batch-size-find", add_help=False)
+    p.add_argument("--max_batch_size", type=positive_int, default=4096)
+    finder, args = p.parse_known_args(args)
+    cap = finder.max_batch_size
     cli = ZooCLI(args=[*args, *ONE_PROCESS], run=False, wandb=False)
     cli.datamodule.setup("fit")  # the training set's size caps the search
     print(find_batch_size(cli.trainer, cli.model, cli.datamodule, cli.run_dir, cap))
