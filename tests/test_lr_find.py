@@ -48,13 +48,15 @@ def test_finder_leaves_the_weights_as_they_were(tmp_path, monkeypatch):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_fit_with_lr_auto_trains_with_the_suggested_lr(run_zoo, tmp_path):
+def test_fit_with_lr_auto_trains_with_the_suggested_lr(run_zoo, tmp_path, capsys):
     out = tmp_path / "lr.json"
     rc, runs = run_zoo(
         "fit", *BASE, "--model.lr", "auto", "--trainer.max_epochs", 1,
         "--trainer.callbacks+=tests.helpers.LrProbe", f"--trainer.callbacks.out={out}",
     )  # fmt: skip
     assert rc == 0
+    # stdout is not a terminal here: no progress bar, before or after the finder re-enables its callbacks
+    assert capsys.readouterr().out == ""
     run_dir = only_run_dir(runs, "cnn")
     suggestion = json.loads((run_dir / "lr_find.json").read_text())["suggestion"]
     used = json.loads(out.read_text())

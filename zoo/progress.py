@@ -280,6 +280,11 @@ class EpochBar(RichProgressBar):
         if not sys.stdout.isatty():
             self.disable()
 
+    def enable(self) -> None:
+        # Lightning's LR and batch-size finders re-enable the bar when they finish: it stays off where it was
+        if sys.stdout.isatty():
+            super().enable()
+
     def _get_train_description(self, current_epoch: int) -> str:
         total = f"/{self.trainer.max_epochs}" if _bounded(self.trainer) else ""
         return f"epoch {current_epoch + 1}{total}".ljust(len(self.validation_description))
