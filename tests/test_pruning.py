@@ -21,6 +21,14 @@ def _zero_share(state: dict) -> float:
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
+def ticket(images: Path, epochs: int, logger: str) -> list[str]:
+    """`zoo fit` of a small CNN with a 2-round lottery ticket to 75 % (LotteryTicket's options follow)."""
+    return ["fit", "--config", CNN, "--data.root", str(images), *FAST, "--trainer.max_epochs", str(epochs),
+            "--trainer.logger", logger, "--data.batch_size", "8", "--model.channels_per_block", "[8, 16]",
+            "--trainer.callbacks+=zoo.pruning.LotteryTicket", "--trainer.callbacks.sparsity", "0.75",
+            "--trainer.callbacks.rounds", "2"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_the_ticket_reaches_its_sparsity_is_rewound_resumes_and_predicts(
     image_folder, tmp_path, monkeypatch, capsys
@@ -28,10 +36,7 @@ def test_the_ticket_reaches_its_sparsity_is_rewound_resumes_and_predicts(
     monkeypatch.chdir(tmp_path)
     probe = tmp_path / "probe.json"
     args = [
-        "fit", "--config", CNN, "--data.root", str(image_folder), *FAST, "--trainer.max_epochs", "3",
-        "--trainer.logger", "CSVLogger", "--data.batch_size", "8", "--model.channels_per_block", "[8, 16]",
-        "--trainer.callbacks+=zoo.pruning.LotteryTicket", "--trainer.callbacks.sparsity", "0.75",
-        "--trainer.callbacks.rounds", "2",
+        *ticket(image_folder, 3, "CSVLogger"),
         "--trainer.callbacks+=tests.helpers.RewindProbe", "--trainer.callbacks.out", str(probe),
         "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", "<run_dir>/epochs",
         "--trainer.callbacks.filename", "{epoch}", "--trainer.callbacks.save_top_k", "-1",
@@ -84,10 +89,7 @@ def test_a_later_rewind_point_and_pruning_each_layer_alike(image_folder, tmp_pat
     monkeypatch.chdir(tmp_path)
     probe = tmp_path / "probe.json"
     args = [
-        "fit", "--config", CNN, "--data.root", str(image_folder), *FAST, "--trainer.max_epochs", "6",
-        "--trainer.logger", "false", "--data.batch_size", "8", "--model.channels_per_block", "[8, 16]",
-        "--trainer.callbacks+=zoo.pruning.LotteryTicket", "--trainer.callbacks.sparsity", "0.75",
-        "--trainer.callbacks.rounds", "2", "--trainer.callbacks.rewind_epoch", "1",
+        *ticket(image_folder, 6, "false"), "--trainer.callbacks.rewind_epoch", "1",
         "--trainer.callbacks.use_global_unstructured", "false",
         "--trainer.callbacks+=tests.helpers.RewindProbe", "--trainer.callbacks.out", str(probe),
         "--trainer.callbacks.round_epochs", "2", "--trainer.callbacks.rewind_epoch", "1",
