@@ -184,8 +184,6 @@ class RewindProbe(L.Callback):
             self.result["round_start_lrs"].append(lr)
         if trainer.global_step == 1:
             self.result["second_step_lr"] = lr
-        with open(self.out, "w") as f:
-            json.dump(self.result, f)
 
     def on_train_epoch_start(
         self, trainer, pl_module
@@ -205,13 +203,15 @@ class RewindProbe(L.Callback):
             plain = key.removesuffix("_orig")
             if not torch.equal(value.cpu(), self.start[plain].cpu()):
                 self.result["mismatches"].append(plain)
-        with open(self.out, "w") as f:
-            json.dump(self.result, f)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.rewind_epoch:
             state = pl_module.net.state_dict()
             self.result["trained_differs"] = any(not torch.equal(state[k], v) for k, v in self.start.items())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with open(self.out, "w") as f:
+            json.dump(self.result, f)
 
 
 class WandbGroupProbe(L.Callback):

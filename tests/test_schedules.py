@@ -94,7 +94,8 @@ def test_plateau_refuses_warmup(run_zoo, image_folder, capsys):
 
 
 class StepLrProbe(L.Callback):
-    """Writes {global step: the lr of every parameter group} as each training step starts, to `out` (JSON)."""
+    """Records {global step: the lr of every parameter group} as each training step starts; writes it to `out`
+    (JSON) when training ends."""
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -102,6 +103,8 @@ class StepLrProbe(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.lrs[trainer.global_step] = [g["lr"] for g in trainer.optimizers[0].param_groups]
+
+    def on_train_end(self, trainer, pl_module) -> None:
         with open(self.out, "w") as f:
             json.dump(self.lrs, f)
 
